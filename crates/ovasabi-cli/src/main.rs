@@ -1,0 +1,2 @@
+//! The `ovasabi` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Event formats: structured JSON mode and binary modes.

@@ -1,0 +1,1 @@
+//! ovasabi-embedded
