@@ -124,6 +124,7 @@ impl EmbeddedBus {
         }
         let conn = store::open_connection(&config.dir, config.durability, true)?;
         store::migrate(&conn)?;
+        let checkpointer = store::open_connection(&config.dir, config.durability, true)?;
         let logs = store::load_topics(&conn, config.cache_bytes_per_topic)?;
         let topics = logs
             .into_iter()
@@ -144,7 +145,7 @@ impl EmbeddedBus {
         let registry: Arc<dyn Registry> = Arc::new(WeakRegistry(Arc::downgrade(&inner)));
         let thread = std::thread::Builder::new()
             .name("ovasabi-bus-writer".into())
-            .spawn(move || store::run_writer(conn, rx, registry, config))
+            .spawn(move || store::run_writer(conn, checkpointer, rx, registry, config))
             .map_err(|e| BusError::Storage(format!("cannot start the writer thread: {e}")))?;
         *inner.writer_thread.lock().unwrap() = Some(thread);
         Ok(EmbeddedBus { inner })

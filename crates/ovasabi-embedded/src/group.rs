@@ -384,10 +384,10 @@ impl GroupState {
                     break;
                 }
                 tc.deadlines.pop();
-                if !tc
+                if tc
                     .in_flight
                     .get(&offset)
-                    .is_some_and(|f| f.attempt == attempt)
+                    .is_none_or(|f| f.attempt != attempt)
                 {
                     continue;
                 }
@@ -557,10 +557,10 @@ impl GroupState {
     ) -> Option<DeadLetterJob> {
         let settings = self.settings;
         let tc = &mut self.topics[topic];
-        if !tc
+        if tc
             .in_flight
             .get(&offset)
-            .is_some_and(|f| f.attempt == attempt)
+            .is_none_or(|f| f.attempt != attempt)
         {
             return None; // a stale delivery: the event was redelivered or is done
         }

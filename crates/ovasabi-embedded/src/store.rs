@@ -51,7 +51,34 @@ pub(crate) fn open_connection(
     ))
     .map_err(storage_err)?;
     conn.set_prepared_statement_cache_capacity(256);
+    if write {
+        // Checkpoints run on their own thread (see `run_checkpointer`), never inside a
+        // publisher's commit.
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")
+            .map_err(storage_err)?;
+    }
     Ok(conn)
+}
+
+/// Copies the write-ahead log back into the database off the writer's path: after commits
+/// (at most every 20 ms) and on a timer. PASSIVE checkpoints never block the writer; once one
+/// completes, the writer's next transaction starts the log over, rewriting the same file
+/// blocks instead of growing the file.
+pub(crate) fn run_checkpointer(conn: Connection, rx: Receiver<()>) {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        while rx.try_recv().is_ok() {}
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+            tracing::warn!(error = %e, "checkpoint failed; will try again");
+        }
+    }
 }
 
 /// Creates the schema if needed and checks its version.
@@ -295,12 +322,15 @@ pub(crate) struct Pending {
     pub(crate) body: Vec<u8>,
 }
 
+/// Where the writer answers a publish: the offsets given, or why nothing was written.
+pub(crate) type AppendReply = oneshot::Sender<Result<Vec<u64>, BusError>>;
+
 /// Work for the writer thread.
 pub(crate) enum Command {
     Append {
         topic: String,
         events: Vec<Pending>,
-        reply: oneshot::Sender<Result<Vec<u64>, BusError>>,
+        reply: AppendReply,
     },
     /// Writes a group's position; the source wakes its own waiters on `committed`.
     Persist(Arc<dyn PositionSource>),
@@ -326,6 +356,7 @@ const MAX_BATCH_EVENTS: usize = 20_000;
 
 struct Writer {
     conn: Connection,
+    checkpoint: std::sync::mpsc::SyncSender<()>,
     registry: Arc<dyn Registry>,
     config: EmbeddedConfig,
     last_time: i64,
@@ -336,12 +367,18 @@ struct Writer {
 /// with `Durability::Machine`).
 pub(crate) fn run_writer(
     conn: Connection,
+    checkpointer: Connection,
     rx: Receiver<Command>,
     registry: Arc<dyn Registry>,
     config: EmbeddedConfig,
 ) {
+    let (checkpoint, checkpoint_rx) = std::sync::mpsc::sync_channel(1);
+    let checkpoint_thread = std::thread::Builder::new()
+        .name("ovasabi-bus-checkpoint".into())
+        .spawn(move || run_checkpointer(checkpointer, checkpoint_rx));
     let mut w = Writer {
         conn,
+        checkpoint,
         registry,
         config,
         last_time: 0,
@@ -356,7 +393,7 @@ pub(crate) fn run_writer(
                 next_retention = Instant::now() + w.config.retention_interval;
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut batch = vec![first];
         let mut events = 0;
@@ -392,6 +429,10 @@ pub(crate) fn run_writer(
             while let Ok(c) = rx.try_recv() {
                 fail(c, BusError::Closed);
             }
+            drop(w);
+            if let Ok(t) = checkpoint_thread {
+                let _ = t.join();
+            }
             let _ = reply.send(());
             return;
         }
@@ -399,6 +440,10 @@ pub(crate) fn run_writer(
             w.retention();
             next_retention = Instant::now() + w.config.retention_interval;
         }
+    }
+    drop(w);
+    if let Ok(t) = checkpoint_thread {
+        let _ = t.join();
     }
 }
 
@@ -464,8 +509,7 @@ impl Writer {
         let mut next: HashMap<String, (i64, u64)> = HashMap::new();
         let mut appended: HashMap<String, Vec<Arc<Stored>>> = HashMap::new();
         let mut sources: Vec<(Arc<dyn PositionSource>, Vec<u64>)> = Vec::new();
-        let mut replies_append: Vec<(oneshot::Sender<Result<Vec<u64>, BusError>>, Vec<u64>)> =
-            Vec::new();
+        let mut replies_append: Vec<(AppendReply, Vec<u64>)> = Vec::new();
         let mut replies_dlq: Vec<oneshot::Sender<Result<(), BusError>>> = Vec::new();
 
         let result: Result<(), BusError> = (|| {
@@ -526,6 +570,7 @@ impl Writer {
             }
             tx.commit().map_err(storage_err)
         })();
+        let _ = self.checkpoint.try_send(());
 
         match result {
             Ok(()) => {

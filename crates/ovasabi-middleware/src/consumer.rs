@@ -1,0 +1,503 @@
+//! The [`Consumer`]: runs a handler on every delivery of a subscription.
+//!
+//! For each delivery the consumer
+//! 1. calls the handler (with its layers), at most [`Consumer::concurrency`] at once;
+//! 2. on success, publishes the outgoing events (one `publish_batch` per topic, in the order
+//!    the handler gave them), **then** acks the input;
+//! 3. on failure, asks its [`RedeliveryPolicy`] whether to nack (redeliver later) or
+//!    dead-letter. A failure to publish the outgoing events is a failure of the delivery:
+//!    transient if the bus failed, permanent (`invalid outgoing event`) if it refused the
+//!    events as invalid.
+//!
+//! # Guarantees
+//!
+//! - **At-least-once, never dropped.** Every delivery ends acked (after its outgoing events
+//!   are durable), nacked, dead-lettered, or left unacked for the bus to redeliver. A crash
+//!   between publishing and acking republishes the outgoing events on redelivery; give them
+//!   ids derived from the input (see [`crate::handler`]).
+//! - **Panics are failures, not crashes.** A handler that panics fails its delivery with the
+//!   transient error `handler panicked: <message>`; the consumer keeps going.
+//! - **Graceful shutdown.** When the [`CancellationToken`] passed to [`Consumer::run`] is
+//!   cancelled, the consumer stops taking deliveries, lets running handlers finish (and
+//!   publishes, acks, nacks or dead-letters them as usual) for up to the
+//!   [grace period](Consumer::shutdown_grace), then drops the handlers still running. Their
+//!   events are not acked, so the bus delivers them again (after the ack timeout) to this
+//!   group. Once a handler has returned, its delivery is settled even past the grace period:
+//!   stopping then could only cause duplicates.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use ovasabi_core::{Bus, BusError, Delivery, Event, Publisher, SubscribeOptions, Subscriber};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::dead_letter::{FailureDecision, RedeliveryPolicy};
+use crate::handler::{Handler, HandlerError, Message, Outgoing};
+
+/// What one [`Consumer::run`] did. Every delivery received is counted in exactly one of
+/// `acked`, `nacked`, `dead_lettered`, `unfinished` and `settle_failed`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// Deliveries taken from the subscription.
+    pub received: u64,
+    /// Deliveries handled, their outgoing events published, and acked.
+    pub acked: u64,
+    /// Deliveries nacked for redelivery.
+    pub nacked: u64,
+    /// Deliveries sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Handlers still running when the grace period ended; their events were left unacked,
+    /// for redelivery.
+    pub unfinished: u64,
+    /// Deliveries whose ack, nack or dead-letter the bus refused; the bus redelivers them.
+    pub settle_failed: u64,
+    /// Outgoing events published.
+    pub published: u64,
+    /// Handler calls that panicked (each also counted as nacked or dead-lettered).
+    pub panicked: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    acked: AtomicU64,
+    nacked: AtomicU64,
+    dead_lettered: AtomicU64,
+    unfinished: AtomicU64,
+    settle_failed: AtomicU64,
+    published: AtomicU64,
+    panicked: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, AtomicOrdering::Relaxed);
+    }
+
+    fn summary(&self) -> RunSummary {
+        let get = |c: &AtomicU64| c.load(AtomicOrdering::Relaxed);
+        RunSummary {
+            received: get(&self.received),
+            acked: get(&self.acked),
+            nacked: get(&self.nacked),
+            dead_lettered: get(&self.dead_lettered),
+            unfinished: get(&self.unfinished),
+            settle_failed: get(&self.settle_failed),
+            published: get(&self.published),
+            panicked: get(&self.panicked),
+        }
+    }
+}
+
+/// Runs a [`Handler`] on the deliveries of one subscription; see the [module
+/// docs](crate::consumer) for what it guarantees.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ovasabi_core::{Bus, Event, SubscribeOptions};
+/// use ovasabi_middleware::{handler_fn, Consumer, ExponentialBackoff, HandlerBuilder, Message, Outgoing};
+/// use tokio_util::sync::CancellationToken;
+///
+/// async fn ship_orders<B: Bus + 'static>(bus: Arc<B>, shutdown: CancellationToken) -> Result<(), ovasabi_core::BusError> {
+///     let handler = HandlerBuilder::new()
+///         .correlation()
+///         .trace_context()
+///         .retry(ExponentialBackoff::default())
+///         .timeout(Duration::from_secs(5))
+///         .handler(handler_fn(|msg: Message| async move {
+///             let id = format!("{}-shipped", msg.event().id);
+///             Ok(vec![Outgoing::new("shipping.events", Event::new("order.shipped", "/shipping").with_id(id))])
+///         }));
+///     let options = SubscribeOptions::new("shipping", ["order.events"])?;
+///     let summary = Consumer::on_bus(bus, options, handler)
+///         .concurrency(8)
+///         .run(shutdown)
+///         .await?;
+///     tracing::info!(?summary, "shipping consumer stopped");
+///     Ok(())
+/// }
+/// ```
+pub struct Consumer<H> {
+    subscriber: Arc<dyn Subscriber>,
+    publisher: Arc<dyn Publisher>,
+    options: SubscribeOptions,
+    handler: Arc<H>,
+    concurrency: usize,
+    redelivery: RedeliveryPolicy,
+    grace: Duration,
+}
+
+impl<H> std::fmt::Debug for Consumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("options", &self.options)
+            .field("concurrency", &self.concurrency)
+            .field("redelivery", &self.redelivery)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> Consumer<H> {
+    /// Handlers running at once unless [`Consumer::concurrency`] says otherwise.
+    pub const DEFAULT_CONCURRENCY: usize = 16;
+    /// How long running handlers get to finish after shutdown is asked for, by default.
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+    /// A consumer of `options` from `subscriber`, publishing outgoing events to `publisher`.
+    pub fn new(
+        subscriber: Arc<dyn Subscriber>,
+        publisher: Arc<dyn Publisher>,
+        options: SubscribeOptions,
+        handler: H,
+    ) -> Self {
+        Consumer {
+            subscriber,
+            publisher,
+            options,
+            handler: Arc::new(handler),
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            redelivery: RedeliveryPolicy::default(),
+            grace: Self::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+
+    /// A consumer subscribing to and publishing on one `bus`.
+    pub fn on_bus<B: Bus + 'static>(bus: Arc<B>, options: SubscribeOptions, handler: H) -> Self {
+        let subscriber: Arc<dyn Subscriber> = bus.clone();
+        let publisher: Arc<dyn Publisher> = bus;
+        Self::new(subscriber, publisher, options, handler)
+    }
+
+    /// Runs at most `n` (at least 1) handlers at once. Ordering per key is kept by the bus
+    /// whatever `n` is. Going above the subscription's `max_in_flight` gains nothing.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Decides between redelivery and dead-lettering after a failure (default:
+    /// [`RedeliveryPolicy::default`]).
+    pub fn redelivery_policy(mut self, policy: RedeliveryPolicy) -> Self {
+        self.redelivery = policy;
+        self
+    }
+
+    /// How long running handlers get to finish once shutdown is asked for (default 10 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Subscribes and handles deliveries until `shutdown` is cancelled or the subscription
+    /// ends, then shuts down gracefully (see the [module docs](crate::consumer)).
+    ///
+    /// Returns the subscription's error if subscribing fails, or if taking a delivery fails
+    /// with anything but [`BusError::Closed`] (a closed bus ends the run normally); running
+    /// handlers are drained first either way. Errors while settling single deliveries are
+    /// logged and counted in [`RunSummary::settle_failed`]; the bus redelivers those events.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, BusError> {
+        let group = self.options.group.clone();
+        let max_deliveries = self.options.max_deliveries;
+        let mut subscription = self.subscriber.subscribe(self.options.clone()).await?;
+        tracing::info!(
+            group = %group,
+            topics = ?self.options.topics.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            concurrency = self.concurrency,
+            "consumer started"
+        );
+
+        let shared = Arc::new(Shared {
+            handler: self.handler,
+            publisher: self.publisher,
+            redelivery: self.redelivery,
+            max_deliveries,
+            counters: Counters::default(),
+        });
+        let tracker = TaskTracker::new();
+        let abandon = CancellationToken::new();
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut outcome = Ok(());
+
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => {
+                    permit.expect("the semaphore is never closed")
+                }
+            };
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                // Cancel-safe: an event whose `next` is dropped here is not lost.
+                next = subscription.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    Counters::bump(&shared.counters.received, 1);
+                    tracker.spawn(process(shared.clone(), delivery, abandon.clone(), permit));
+                }
+                None | Some(Err(BusError::Closed)) => {
+                    tracing::info!(group = %group, "subscription ended");
+                    break;
+                }
+                Some(Err(error)) => {
+                    tracing::error!(group = %group, %error, "taking a delivery failed; stopping");
+                    outcome = Err(error);
+                    break;
+                }
+            }
+        }
+
+        tracker.close();
+        if !shutdown.is_cancelled() {
+            // The subscription ended by itself: running handlers may take their time, unless
+            // shutdown is asked for meanwhile.
+            tokio::select! {
+                _ = tracker.wait() => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        if !tracker.is_empty() {
+            tracing::info!(
+                group = %group,
+                running = tracker.len(),
+                grace_ms = u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX),
+                "shutting down; waiting for running handlers"
+            );
+        }
+        if tokio::time::timeout(self.grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                group = %group,
+                running = tracker.len(),
+                "grace period over; abandoning running handlers, their events stay unacked and will be redelivered"
+            );
+            abandon.cancel();
+            tracker.wait().await;
+        }
+        subscription.close().await;
+
+        let summary = shared.counters.summary();
+        tracing::info!(group = %group, ?summary, "consumer stopped");
+        outcome.map(|()| summary)
+    }
+}
+
+/// What every delivery task needs.
+struct Shared<H> {
+    handler: Arc<H>,
+    publisher: Arc<dyn Publisher>,
+    redelivery: RedeliveryPolicy,
+    max_deliveries: u32,
+    counters: Counters,
+}
+
+/// Handles one delivery and settles it, holding a concurrency permit throughout.
+async fn process<H: Handler>(
+    shared: Arc<Shared<H>>,
+    delivery: Delivery,
+    abandon: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let msg = Message::new(delivery.event_arc().clone(), delivery.info().clone());
+    let span = tracing::info_span!(
+        "delivery",
+        event_id = %msg.event().id,
+        event_type = %msg.event().ty,
+        topic = %msg.topic(),
+        group = %msg.group(),
+        attempt = msg.attempt(),
+        offset = msg.offset(),
+    );
+    async move {
+        tracing::debug!("handling");
+        let call = AssertUnwindSafe(shared.handler.handle(&msg)).catch_unwind();
+        let result = tokio::select! {
+            biased;
+            result = call => result,
+            _ = abandon.cancelled() => {
+                tracing::warn!(
+                    event_id = %msg.event().id,
+                    "handler still running at the end of the grace period; left unacked for redelivery"
+                );
+                Counters::bump(&shared.counters.unfinished, 1);
+                return;
+            }
+        };
+        let result = result.unwrap_or_else(|panic| {
+            Counters::bump(&shared.counters.panicked, 1);
+            Err(HandlerError::transient(format!(
+                "handler panicked: {}",
+                panic_message(panic.as_ref())
+            )))
+        });
+        settle(&shared, &delivery, &msg, result).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Publishes and acks a success; nacks or dead-letters a failure.
+async fn settle<H>(
+    shared: &Shared<H>,
+    delivery: &Delivery,
+    msg: &Message,
+    result: Result<Vec<Outgoing>, HandlerError>,
+) {
+    let counters = &shared.counters;
+    let event = msg.event();
+    let error = match result {
+        Ok(outgoing) => {
+            let (published, publish_result) =
+                publish_outgoing(shared.publisher.as_ref(), outgoing).await;
+            Counters::bump(&counters.published, published);
+            match publish_result {
+                Ok(()) => {
+                    match delivery.ack().await {
+                        Ok(()) => {
+                            Counters::bump(&counters.acked, 1);
+                            tracing::debug!(
+                                event_id = %event.id,
+                                event_type = %event.ty,
+                                topic = %msg.topic(),
+                                group = %msg.group(),
+                                attempt = msg.attempt(),
+                                published,
+                                "handled and acked"
+                            );
+                        }
+                        Err(error) => {
+                            Counters::bump(&counters.settle_failed, 1);
+                            tracing::warn!(
+                                event_id = %event.id,
+                                event_type = %event.ty,
+                                topic = %msg.topic(),
+                                group = %msg.group(),
+                                attempt = msg.attempt(),
+                                %error,
+                                "ack failed; the bus will redeliver the event"
+                            );
+                        }
+                    }
+                    return;
+                }
+                Err(error) if error.is_user_error() => {
+                    HandlerError::permanent(format!("publishing outgoing events failed: {error}"))
+                        .with_reason("invalid outgoing event")
+                }
+                Err(error) => {
+                    HandlerError::transient(format!("publishing outgoing events failed: {error}"))
+                }
+            }
+        }
+        Err(error) => error,
+    };
+
+    let decision = shared
+        .redelivery
+        .decide(msg.info(), shared.max_deliveries, &error);
+    let (settled, counter) = match decision {
+        FailureDecision::Nack { delay, error: text } => {
+            tracing::warn!(
+                event_id = %event.id,
+                event_type = %event.ty,
+                topic = %msg.topic(),
+                group = %msg.group(),
+                attempt = msg.attempt(),
+                error = %text,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "handler failed; nacking for redelivery"
+            );
+            (delivery.nack(delay, Some(text)).await, &counters.nacked)
+        }
+        FailureDecision::DeadLetter(why) => {
+            tracing::error!(
+                event_id = %event.id,
+                event_type = %event.ty,
+                topic = %msg.topic(),
+                group = %msg.group(),
+                attempt = msg.attempt(),
+                reason = %why.reason,
+                error = why.error.as_deref().unwrap_or(""),
+                "handler failed; dead-lettering"
+            );
+            (delivery.dead_letter(why).await, &counters.dead_lettered)
+        }
+    };
+    match settled {
+        Ok(()) => Counters::bump(counter, 1),
+        Err(error) => {
+            Counters::bump(&counters.settle_failed, 1);
+            tracing::warn!(
+                event_id = %event.id,
+                topic = %msg.topic(),
+                group = %msg.group(),
+                attempt = msg.attempt(),
+                %error,
+                "nack or dead-letter failed; the bus will redeliver the event"
+            );
+        }
+    }
+}
+
+/// Publishes `outgoing` as one batch per topic, topics in order of first appearance.
+/// Returns how many were published, and the first error (later topics are not tried).
+async fn publish_outgoing(
+    publisher: &dyn Publisher,
+    outgoing: Vec<Outgoing>,
+) -> (u64, Result<(), BusError>) {
+    let mut by_topic: Vec<(String, Vec<Event>)> = Vec::new();
+    for out in outgoing {
+        match by_topic.iter_mut().find(|(topic, _)| *topic == out.topic) {
+            Some((_, events)) => events.push(out.event),
+            None => by_topic.push((out.topic, vec![out.event])),
+        }
+    }
+    let mut published = 0u64;
+    for (topic, events) in by_topic {
+        let n = events.len() as u64;
+        if let Err(error) = publisher.publish_batch(&topic, events).await {
+            return (published, Err(error));
+        }
+        published += n;
+    }
+    (published, Ok(()))
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_read_from_str_and_string_payloads() {
+        let p: Box<dyn Any + Send> = Box::new("boom");
+        assert_eq!(panic_message(p.as_ref()), "boom");
+        let p: Box<dyn Any + Send> = Box::new(String::from("bang"));
+        assert_eq!(panic_message(p.as_ref()), "bang");
+        let p: Box<dyn Any + Send> = Box::new(42);
+        assert_eq!(panic_message(p.as_ref()), "a non-string panic payload");
+    }
+}
