@@ -1,2 +1,48 @@
-//! The `ovasabi` binary.
-fn main() {}
+//! `ovasabi`: one binary for the OVASABI event platform.
+//!
+//! # Layout
+//! - `cli`: the command line, parsed by clap.
+//! - `cmd/`: one module per command family (`events`, `bench`).
+//! - `failure`: how an error becomes a message and an exit code.
+
+mod cli;
+mod cmd;
+mod failure;
+
+use clap::Parser;
+
+// The bus hands buffers between the writer thread and the runtime's workers; glibc's malloc
+// serialises such cross-thread frees on arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use crate::cli::{Cli, Command};
+use crate::failure::Failure;
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OVASABI_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => Failure::runtime(format!("cannot start the async runtime: {e}")).exit(),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Events(cmd) => cmd::events::run(&cli.global, cmd).await,
+            Command::Bench(cmd) => cmd::bench::run(&cli.global, cmd).await,
+            Command::Torture(cmd) => cmd::torture::run(&cli.global, cmd).await,
+        }
+    });
+    if let Err(failure) = result {
+        failure.exit();
+    }
+}

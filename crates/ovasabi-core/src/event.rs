@@ -144,6 +144,18 @@ impl Event {
         self
     }
 
+    /// Sets the time of the occurrence.
+    pub fn with_time(mut self, time: DateTime<Utc>) -> Self {
+        self.time = Some(time);
+        self
+    }
+
+    /// Sets the URI of the schema the data adheres to.
+    pub fn with_dataschema(mut self, dataschema: impl Into<String>) -> Self {
+        self.dataschema = Some(dataschema.into());
+        self
+    }
+
     /// Sets the id.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = id.into();
@@ -204,8 +216,8 @@ impl Event {
         );
     }
 
-    /// Whether `data` is JSON text: `datacontenttype` absent, `application/json`,
-    /// `text/json` or any `…/…+json`, parameters ignored.
+    /// Whether `data` is JSON text: `datacontenttype` absent, or a JSON media type
+    /// (`*/json` or `*/*+json`, parameters ignored; see [`is_json_media_type`]).
     pub fn data_is_json(&self) -> bool {
         match &self.datacontenttype {
             None => true,
@@ -230,13 +242,16 @@ impl Event {
     }
 }
 
-/// Whether a media type denotes JSON (`application/json`, `text/json`, `…+json`).
+/// Whether a media type denotes JSON: per the JSON event format, its subtype, parameters
+/// stripped, is `json` or ends in `+json` (`application/json`, `text/json`,
+/// `application/cloudevents+json`…), compared case-insensitively.
 pub fn is_json_media_type(media_type: &str) -> bool {
-    let essence = media_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+    let essence = media_type.split(';').next().unwrap_or("").trim();
+    let Some((_, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    subtype.eq_ignore_ascii_case("json")
+        || (subtype.len() > 5
+            && subtype.is_char_boundary(subtype.len() - 5)
+            && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
 }

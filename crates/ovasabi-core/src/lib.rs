@@ -2,13 +2,17 @@
 //!
 //! # Layout
 //! - [`event`]: [`Event`], a CloudEvents 1.0 event in memory, and its extension attributes.
-//! - [`validate`]: every MUST of CloudEvents 1.0, with errors that name the attribute.
-//! - [`format`]: the structured JSON mode and the binary modes (`ce-*` headers for HTTP and
-//!   NATS, `ce_*` for Kafka).
+//! - [`validate`]: [`Event::validate`], every MUST of CloudEvents 1.0.2 and of the
+//!   extensions OVASABI uses, with a [`ValidationError`] that names the attribute; its
+//!   docs list each rule and where it is enforced.
+//! - [`format`](mod@format): the wire forms of an event. [`format::json`] is the structured mode
+//!   (`application/cloudevents+json`) and the JSON batch format; [`format::binary`] is the
+//!   binary mode of the HTTP, NATS (`ce-*` headers) and Kafka (`ce_*` headers) bindings.
+//!   Decoding validates; errors are [`format::FormatError`].
 //! - [`naming`]: topic names and patterns, event-type names, dead-letter topics.
 //! - [`bus`]: the [`Publisher`], [`Subscriber`] and [`Bus`] traits every backend implements,
 //!   and the contract they keep.
-//! - [`error`]: [`BusError`].
+//! - [`error`] holds [`BusError`], the error of every bus operation.
 //!
 //! Backends (`ovasabi-embedded`, brokers) depend on this crate; it depends on none of them.
 
@@ -25,5 +29,6 @@ pub use bus::{
 };
 pub use error::BusError;
 pub use event::{Event, ExtensionValue};
+pub use format::FormatError;
 pub use naming::TopicPattern;
 pub use validate::ValidationError;

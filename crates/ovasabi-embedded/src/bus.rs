@@ -570,11 +570,11 @@ impl DeliverySource for Member {
             if !jobs.is_empty() {
                 self.inner.spawn_dead_letters(&self.group, jobs);
             }
-            if let Some(c) = claimed {
-                return Some(Ok(self.deliver(c)));
-            }
             if let Some(job) = fetch {
                 self.inner.run_fetch(&self.group, job);
+            }
+            if let Some(c) = claimed {
+                return Some(Ok(self.deliver(c)));
             }
             match timer {
                 Some(at) => {

@@ -476,13 +476,14 @@ impl GroupState {
                 if let Some(m) = self.members.get_mut(&member) {
                     m.in_flight += 1;
                 }
+                // A disk read planned by this refill must still run, or `fetching` stays set.
                 return (
                     Some(Claimed {
                         stored,
                         topic_name,
                         attempt,
                     }),
-                    None,
+                    fetch,
                 );
             }
         }

@@ -1,0 +1,170 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// OVASABI: the event platform's one binary.
+#[derive(Debug, Parser)]
+#[command(name = "ovasabi", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Data directory of the embedded bus [default: $XDG_DATA_HOME/ovasabi or ~/.local/share/ovasabi]
+    #[arg(long, global = true, env = "OVASABI_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Durability of the embedded bus: `process` (survives kill -9) or `machine` (fsync on
+    /// every commit, survives power loss)
+    #[arg(
+        long,
+        global = true,
+        env = "OVASABI_DURABILITY",
+        default_value = "process"
+    )]
+    pub(crate) durability: String,
+    /// Largest event payload accepted, in bytes
+    #[arg(long, global = true, env = "OVASABI_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
+    pub(crate) max_event_bytes: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Publish, tail and list events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Measure the platform.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Processes for crash tests.
+    #[command(subcommand, hide = true)]
+    Torture(TortureCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TortureCommand {
+    /// Publish forever; print each event id once its publish returned.
+    Publish {
+        /// Topic
+        #[arg(long)]
+        topic: String,
+        /// Concurrent publishers
+        #[arg(long, default_value_t = 8)]
+        publishers: usize,
+    },
+    /// Consume and ack; print `offset id` once each ack returned.
+    Consume {
+        /// Topic
+        #[arg(long)]
+        topic: String,
+        /// Group
+        #[arg(long)]
+        group: String,
+        /// Stop after this many
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+/// Output for people or for programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned text for a person.
+    Pretty,
+    /// JSON for a program (stable field names).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EventsCommand {
+    /// Publish one event; prints where it landed.
+    Publish(PublishArgs),
+    /// Print a topic's events, oldest first; `--follow` keeps printing new ones.
+    Tail(TailArgs),
+    /// List topics with their counts, consumer groups and lag.
+    Topics(TopicsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// Topic, e.g. `user.events`
+    #[arg(long)]
+    pub(crate) topic: String,
+    /// Event type, `<domain>.<past_tense_verb>`, e.g. `user.registered`
+    #[arg(long = "type")]
+    pub(crate) ty: String,
+    /// The payload, as JSON
+    #[arg(long)]
+    pub(crate) data: String,
+    /// Partition key: events with one key are consumed in order
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// Source of the event (a URI-reference)
+    #[arg(long, default_value = "/ovasabi/cli")]
+    pub(crate) source: String,
+    /// Subject of the event (what it is about, e.g. a user id)
+    #[arg(long)]
+    pub(crate) subject: Option<String>,
+    /// Event id [default: a new UUIDv7]
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// Topic or pattern (`*` one token, `>` the rest), e.g. `user.events` or `*.events`
+    pub(crate) topic: String,
+    /// Consume as this durable group (its position advances); without it, nothing is stored
+    #[arg(long)]
+    pub(crate) group: Option<String>,
+    /// Where to start: `beginning`, `latest`, an offset, or an RFC 3339 time
+    #[arg(long, default_value = "beginning")]
+    pub(crate) from: String,
+    /// Keep printing new events until interrupted
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+    /// Stop after this many events
+    #[arg(long, short = 'n')]
+    pub(crate) limit: Option<usize>,
+    /// `json`: one structured-mode CloudEvent per line
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopicsArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Benchmark the embedded bus against raw SQLite and a raw channel, in one run.
+    Bus(BenchBusArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchBusArgs {
+    /// Events per throughput measurement
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) events: usize,
+    /// Payload size in bytes
+    #[arg(long, default_value_t = 200)]
+    pub(crate) payload: usize,
+    /// Publishes timed for the latency measurement
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) latency_samples: usize,
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}

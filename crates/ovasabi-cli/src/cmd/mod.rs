@@ -1,0 +1,38 @@
+//! The commands, one module per family.
+
+pub(crate) mod bench;
+pub(crate) mod events;
+pub(crate) mod torture;
+
+use std::path::PathBuf;
+
+use ovasabi_embedded::{Durability, EmbeddedBus, EmbeddedConfig};
+
+use crate::cli::Global;
+use crate::failure::Failure;
+
+/// The data directory: `--data-dir`, `OVASABI_DATA_DIR`, or the user's data directory.
+pub(crate) fn data_dir(global: &Global) -> PathBuf {
+    if let Some(d) = &global.data_dir {
+        return d.clone();
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("ovasabi")
+}
+
+/// The embedded bus's configuration from the global options.
+pub(crate) fn embedded_config(global: &Global) -> Result<EmbeddedConfig, Failure> {
+    let durability = Durability::parse(&global.durability).map_err(Failure::usage)?;
+    Ok(EmbeddedConfig::new(data_dir(global))
+        .durability(durability)
+        .max_event_bytes(global.max_event_bytes))
+}
+
+/// Opens the embedded bus.
+pub(crate) async fn open_bus(global: &Global) -> Result<EmbeddedBus, Failure> {
+    let config = embedded_config(global)?;
+    Ok(EmbeddedBus::open(config).await?)
+}

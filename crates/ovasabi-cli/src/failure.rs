@@ -1,0 +1,47 @@
+//! How a failed command ends: a message on stderr naming the problem, and an exit code.
+//!
+//! Exit codes: `2` the input was wrong (nothing was written); `1` the command could not
+//! complete (storage, a locked data directory, a broker down).
+
+use ovasabi_core::BusError;
+
+/// A command's failure.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    message: String,
+    code: i32,
+}
+
+impl Failure {
+    /// Bad input: exit code 2.
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: 2,
+        }
+    }
+
+    /// The command could not complete: exit code 1.
+    pub(crate) fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: 1,
+        }
+    }
+
+    /// Prints the message and exits.
+    pub(crate) fn exit(self) -> ! {
+        eprintln!("error: {}", self.message);
+        std::process::exit(self.code)
+    }
+}
+
+impl From<BusError> for Failure {
+    fn from(e: BusError) -> Self {
+        if e.is_user_error() {
+            Failure::usage(e.to_string())
+        } else {
+            Failure::runtime(e.to_string())
+        }
+    }
+}
