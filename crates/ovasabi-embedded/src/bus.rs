@@ -570,7 +570,7 @@ impl DeliverySource for Member {
             if !jobs.is_empty() {
                 self.inner.spawn_dead_letters(&self.group, jobs);
             }
-            if let Some(job) = fetch {
+            for job in fetch {
                 self.inner.run_fetch(&self.group, job);
             }
             if let Some(c) = claimed {

@@ -431,22 +431,18 @@ impl GroupState {
     }
 
     /// Claims a delivery for `member`, refilling from the cached log as needed; when the
-    /// next events are only on disk, returns a job to read them.
-    pub(crate) fn claim(
-        &mut self,
-        member: u64,
-        now: Instant,
-    ) -> (Option<Claimed>, Option<FetchJob>) {
+    /// next events are only on disk, returns the jobs that read them (one per topic).
+    pub(crate) fn claim(&mut self, member: u64, now: Instant) -> (Option<Claimed>, Vec<FetchJob>) {
         let Some(m) = self.members.get(&member) else {
-            return (None, None);
+            return (None, Vec::new());
         };
         if m.in_flight >= m.max_in_flight {
-            return (None, None);
+            return (None, Vec::new());
         }
         let patterns = m.patterns.clone();
         let settings = self.settings;
         let n = self.topics.len();
-        let mut fetch = None;
+        let mut fetch = Vec::new();
         for step in 0..n {
             let ti = (self.rr + step) % n;
             let tc = &mut self.topics[ti];
@@ -454,7 +450,7 @@ impl GroupState {
                 continue;
             }
             if let Some(job) = refill(tc, ti, settings.ordering) {
-                fetch.get_or_insert(job);
+                fetch.push(job);
             }
             if let Some(mut entry) = tc.take() {
                 entry.attempts += 1;

@@ -155,3 +155,47 @@ async fn replay_from_a_time_moves_an_existing_group() {
     assert_eq!(d.info().offset, 3);
     bus.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_pattern_subscription_reads_every_topic_from_disk_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = EmbeddedBus::open(EmbeddedConfig::new(dir.path()))
+        .await
+        .unwrap();
+    // More than one disk read's worth in one topic, a keyed event in another.
+    let batch: Vec<Event> = (0..3000).map(event).collect();
+    bus.publish_batch("a.events", batch).await.unwrap();
+    bus.publish("b.events", event(0).with_partition_key("k"))
+        .await
+        .unwrap();
+    bus.publish("c.events", event(0)).await.unwrap();
+    bus.close().await.unwrap();
+
+    // After a reopen the cache is empty: every topic is read from disk.
+    let bus = EmbeddedBus::open(EmbeddedConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let options = SubscribeOptions::new("all", ["*.events"])
+        .unwrap()
+        .max_in_flight(1);
+    let mut sub = bus.subscribe(options).await.unwrap();
+    let mut per_topic = std::collections::BTreeMap::new();
+    for _ in 0..3002 {
+        let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("stalled after {per_topic:?}"))
+            .unwrap()
+            .unwrap();
+        *per_topic.entry(d.info().topic.clone()).or_insert(0) += 1;
+        d.ack().await.unwrap();
+    }
+    assert_eq!(
+        per_topic.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("a.events".to_owned(), 3000),
+            ("b.events".to_owned(), 1),
+            ("c.events".to_owned(), 1)
+        ]
+    );
+    bus.close().await.unwrap();
+}
