@@ -164,6 +164,9 @@ pub(crate) struct BenchBusArgs {
     /// Publishes timed for the latency measurement
     #[arg(long, default_value_t = 5_000)]
     pub(crate) latency_samples: usize,
+    /// Run only the end-to-end (publish+consume+ack) measurement and its baseline (for profiling)
+    #[arg(long)]
+    pub(crate) only_end_to_end: bool,
     /// Output format
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,

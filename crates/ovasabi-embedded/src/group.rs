@@ -274,7 +274,7 @@ pub(crate) struct Claimed {
 }
 
 struct Member {
-    patterns: Vec<TopicPattern>,
+    patterns: Arc<[TopicPattern]>,
     in_flight: usize,
     max_in_flight: usize,
 }
@@ -336,7 +336,7 @@ impl Group {
         st.members.insert(
             id,
             Member {
-                patterns,
+                patterns: patterns.into(),
                 in_flight: 0,
                 max_in_flight,
             },
@@ -439,7 +439,7 @@ impl GroupState {
         if m.in_flight >= m.max_in_flight {
             return (None, Vec::new());
         }
-        let patterns = m.patterns.clone();
+        let patterns = Arc::clone(&m.patterns);
         let settings = self.settings;
         let n = self.topics.len();
         let mut fetch = Vec::new();
@@ -717,13 +717,13 @@ impl PositionSource for PositionHandle {
         tc.persist_queued = false;
         let waiters = std::mem::take(&mut tc.persist_waiters);
         tc.committing.extend(waiters);
+        if extra.is_empty() {
+            return (tc.cursor, tc.acked.iter().copied().collect());
+        }
+        // Offsets dead-lettered in this transaction count as acked in what is written.
         let mut cursor = tc.cursor;
         let mut acked: BTreeSet<u64> = tc.acked.clone();
-        for &o in extra {
-            if o >= cursor {
-                acked.insert(o);
-            }
-        }
+        acked.extend(extra.iter().copied().filter(|&o| o >= cursor));
         while acked.remove(&cursor) {
             cursor += 1;
         }
