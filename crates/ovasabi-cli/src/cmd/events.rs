@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ovasabi_core::format::json;
 use ovasabi_core::naming::{validate_event_type, validate_topic};
-use ovasabi_core::{Bus, Event, Publisher, StartFrom, SubscribeOptions, Subscriber, TopicPattern};
+use ovasabi_core::{Bus, Event, StartFrom, SubscribeOptions, TopicPattern};
 
 use crate::cli::{EventsCommand, Format, Global, PublishArgs, TailArgs, TopicsArgs};
 use crate::cmd::open_bus;
@@ -83,13 +83,13 @@ async fn tail(global: &Global, args: TailArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let bus = open_bus(global).await?;
-    let result = tail_bus(&bus, &args, pattern, start).await;
+    let result = tail_bus(&*bus, &args, pattern, start).await;
     bus.close().await?;
     result
 }
 
 async fn tail_bus(
-    bus: &ovasabi_embedded::EmbeddedBus,
+    bus: &dyn Bus,
     args: &TailArgs,
     pattern: TopicPattern,
     start: StartFrom,

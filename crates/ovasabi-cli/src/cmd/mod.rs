@@ -6,6 +6,9 @@ pub(crate) mod torture;
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use ovasabi_core::Bus;
 use ovasabi_embedded::{Durability, EmbeddedBus, EmbeddedConfig};
 
 use crate::cli::Global;
@@ -31,8 +34,8 @@ pub(crate) fn embedded_config(global: &Global) -> Result<EmbeddedConfig, Failure
         .max_event_bytes(global.max_event_bytes))
 }
 
-/// Opens the embedded bus.
-pub(crate) async fn open_bus(global: &Global) -> Result<EmbeddedBus, Failure> {
+/// Opens the configured bus.
+pub(crate) async fn open_bus(global: &Global) -> Result<Arc<dyn Bus>, Failure> {
     let config = embedded_config(global)?;
-    Ok(EmbeddedBus::open(config).await?)
+    Ok(Arc::new(EmbeddedBus::open(config).await?))
 }

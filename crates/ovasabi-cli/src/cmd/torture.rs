@@ -7,7 +7,7 @@
 
 use std::io::Write;
 
-use ovasabi_core::{Event, Publisher, SubscribeOptions, Subscriber};
+use ovasabi_core::{Event, SubscribeOptions};
 
 use crate::cli::{Global, TortureCommand};
 use crate::cmd::open_bus;
