@@ -295,8 +295,9 @@ impl Delivery {
         self.info.attempt
     }
     /// Acks: the event is done for this group. Returns once the ack is durable. An ack
-    /// arriving after the ack timeout is still taken if no other delivery of the event was
-    /// acked first.
+    /// arriving after the ack timeout is still taken, unless the event is already done for
+    /// the group (acked through another delivery, or dead-lettered): then it changes nothing
+    /// and returns `Ok`.
     pub async fn ack(&self) -> Result<(), BusError> {
         self.acker.ack(&self.info).await
     }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::EmbeddedConfig;
 use crate::group::{
-    Claimed, DeadLetterJob, FetchJob, Group, PositionHandle, Settings, TopicCursor,
+    Claimed, DeadLetterJob, DeadLetterTake, FetchJob, Group, PositionHandle, Settings, TopicCursor,
 };
 use crate::log::TopicLog;
 use crate::store::{self, Command, Pending, Registry};
@@ -271,11 +271,15 @@ impl Inner {
             (st.wait_persist(topic, tx), id)
         };
         if must_send {
-            self.send(Command::Persist(Arc::new(PositionHandle {
+            let sent = self.send(Command::Persist(Arc::new(PositionHandle {
                 group: group.clone(),
                 topic,
                 topic_id,
-            })))?;
+            })));
+            if sent.is_err() {
+                // Other acks wait on this command too: answer them rather than leave them.
+                group.state.lock().unwrap().persist_not_sent(topic);
+            }
         }
         rx.await.map_err(|_| BusError::Closed)?
     }
@@ -361,7 +365,7 @@ impl Inner {
                     .state
                     .lock()
                     .unwrap()
-                    .dead_letter_failed(topic, entry, Instant::now());
+                    .dead_letter_failed(topic, entry, Instant::now(), e);
             }
         }
         group.notify.notify_waiters();
@@ -677,12 +681,17 @@ impl Acknowledger for GroupAcker {
                 .unwrap()
                 .take_for_dead_letter(ti, info.offset, why.error);
         match entry {
-            Some(entry) => {
+            DeadLetterTake::Take(entry) => {
                 self.inner
                     .dead_letter(&self.group, ti, entry, why.reason)
                     .await
             }
-            None => Ok(()), // already done for the group
+            DeadLetterTake::Done => Ok(()),
+            DeadLetterTake::Pending(rx) => rx.await.unwrap_or(Err(BusError::Closed)),
+            DeadLetterTake::NotHeld => Err(BusError::InvalidOptions(format!(
+                "offset {} of {} is not pending for group {}: a replay moved the group, so it will be delivered again",
+                info.offset, info.topic, info.group
+            ))),
         }
     }
 }
@@ -759,7 +768,13 @@ impl Bus for EmbeddedBus {
         }
         self.inner.readers.lock().unwrap().clear();
         for g in self.inner.groups.lock().unwrap().values() {
-            g.state.lock().unwrap().closed = true;
+            let mut st = g.state.lock().unwrap();
+            st.closed = true;
+            // A write that raced the close was never taken by the writer: its waiters learn
+            // that the bus is closed (and their events will be delivered again after a
+            // restart) instead of waiting forever.
+            st.fail_waiters();
+            drop(st);
             g.notify.notify_waiters();
         }
         self.inner._lock.lock().unwrap().take();

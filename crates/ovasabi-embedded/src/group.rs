@@ -34,14 +34,26 @@ pub(crate) struct Settings {
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) stored: Arc<Stored>,
+    /// Deliveries so far; also the attempt number of the latest, so numbers never repeat.
     pub(crate) attempts: u32,
+    /// Deliveries not counted against `max_deliveries`: their member left before its ack
+    /// timeout, so the handler did not fail them.
+    pub(crate) forgiven: u32,
     pub(crate) last_error: Option<String>,
+}
+
+impl Entry {
+    /// Deliveries that count against `max_deliveries`.
+    fn charged(&self) -> u32 {
+        self.attempts - self.forgiven
+    }
 }
 
 struct InFlight {
     entry: Entry,
     member: u64,
     attempt: u32,
+    deadline: Instant,
 }
 
 #[derive(Default)]
@@ -68,6 +80,8 @@ pub(crate) struct TopicCursor {
     retry_at: HashMap<u64, Instant>,
     /// Offsets on their way to the dead-letter topic, with their partition key.
     dead_lettering: HashMap<u64, Option<Arc<str>>>,
+    /// Callers of `dead_letter` waiting for a dead-letter write already under way.
+    dead_letter_waiters: HashMap<u64, Vec<oneshot::Sender<Result<(), BusError>>>>,
     persist_waiters: Vec<oneshot::Sender<Result<(), BusError>>>,
     committing: Vec<oneshot::Sender<Result<(), BusError>>>,
     persist_queued: bool,
@@ -91,6 +105,7 @@ impl TopicCursor {
             retry: BTreeMap::new(),
             retry_at: HashMap::new(),
             dead_lettering: HashMap::new(),
+            dead_letter_waiters: HashMap::new(),
             persist_waiters: Vec::new(),
             committing: Vec::new(),
             persist_queued: false,
@@ -137,6 +152,7 @@ impl TopicCursor {
         let entry = Entry {
             stored,
             attempts: 0,
+            forgiven: 0,
             last_error: None,
         };
         self.loaded += 1;
@@ -188,6 +204,32 @@ impl TopicCursor {
                 self.runnable.push_back(key.clone());
             }
         }
+    }
+
+    /// Removes a loaded, queued entry (not in flight). Its key stays busy until the caller
+    /// settles it, so the key's next event waits, as it would behind a delivery.
+    fn extract_queued(&mut self, offset: u64, ordering: Ordering) -> Option<Entry> {
+        if let Some(i) = self.free.iter().position(|e| e.stored.offset == offset) {
+            self.loaded -= 1;
+            return self.free.remove(i);
+        }
+        let key = self
+            .keys
+            .iter()
+            .find(|(_, ks)| ks.queue.iter().any(|e| e.stored.offset == offset))
+            .map(|(k, _)| k.clone())?;
+        let ks = self.keys.get_mut(&key)?;
+        let i = ks.queue.iter().position(|e| e.stored.offset == offset)?;
+        let entry = ks.queue.remove(i)?;
+        self.loaded -= 1;
+        if ordering == Ordering::PerKey {
+            ks.busy = true;
+            if ks.listed {
+                ks.listed = false;
+                self.runnable.retain(|k| k != &key);
+            }
+        }
+        Some(entry)
     }
 
     /// Takes the next deliverable entry, lowest offset first between the two queues.
@@ -264,6 +306,18 @@ pub(crate) struct DeadLetterJob {
     pub(crate) topic: usize,
     pub(crate) entry: Entry,
     pub(crate) reason: String,
+}
+
+/// What an explicit dead-letter request found.
+pub(crate) enum DeadLetterTake {
+    /// The entry, now marked as on its way to the dead-letter topic.
+    Take(Entry),
+    /// Already acked or dead-lettered for the group.
+    Done,
+    /// A dead-letter write of it is under way; this answers when it is durable.
+    Pending(oneshot::Receiver<Result<(), BusError>>),
+    /// The group does not hold it (a replay moved the group past it).
+    NotHeld,
 }
 
 /// A delivery claimed by a member.
@@ -349,7 +403,7 @@ impl Group {
     pub(crate) fn remove_member(&self, member: u64) -> bool {
         let mut st = self.state.lock().unwrap();
         st.members.remove(&member);
-        let ordering = st.settings.ordering;
+        let now = Instant::now();
         for tc in &mut st.topics {
             let mine: Vec<u64> = tc
                 .in_flight
@@ -359,10 +413,17 @@ impl Group {
                 .collect();
             for offset in mine {
                 if let Some(f) = tc.in_flight.remove(&offset) {
+                    // Due for redelivery now, under the next attempt number (numbers never
+                    // repeat, so a stale deadline or a late nack of this delivery can never be
+                    // mistaken for the next holder's). The delivery is not held against the
+                    // event unless its ack timeout had already passed; one out of attempts
+                    // goes to the dead-letter topic when the queue is next drained.
                     let mut entry = f.entry;
-                    // Not a failed attempt: the member left before its handler finished.
-                    entry.attempts = entry.attempts.saturating_sub(1);
-                    tc.requeue(entry, ordering);
+                    if f.deadline > now {
+                        entry.forgiven += 1;
+                    }
+                    tc.retry_at.insert(offset, now);
+                    tc.retry.insert((now, offset), entry);
                 }
             }
         }
@@ -412,7 +473,9 @@ impl GroupState {
                 }
                 let entry = tc.retry.remove(&(at, offset)).expect("present");
                 tc.retry_at.remove(&offset);
-                tc.requeue(entry, settings.ordering);
+                if let Some(job) = redeliver(tc, ti, entry, Duration::ZERO, now, settings) {
+                    jobs.push(job);
+                }
             }
         }
         jobs
@@ -465,6 +528,7 @@ impl GroupState {
                         entry,
                         member,
                         attempt,
+                        deadline,
                     },
                 );
                 let topic_name = tc.log.name.clone();
@@ -572,34 +636,82 @@ impl GroupState {
         redeliver(&mut self.topics[topic], topic, entry, delay, now, settings)
     }
 
-    /// Takes the delivery `attempt` of `offset` out of flight for an explicit dead-letter.
+    /// Takes `offset` for an explicit dead-letter, wherever the group holds it: in flight,
+    /// waiting for a redelivery, or back in its queue (its subscription closed, or its ack
+    /// timeout passed, before the handler decided).
     pub(crate) fn take_for_dead_letter(
         &mut self,
         topic: usize,
         offset: u64,
         error: Option<String>,
-    ) -> Option<Entry> {
-        let tc = &self.topics[topic];
-        if tc.is_done(offset) || tc.dead_lettering.contains_key(&offset) {
-            return None;
+    ) -> DeadLetterTake {
+        let ordering = self.settings.ordering;
+        let tc = &mut self.topics[topic];
+        if tc.is_done(offset) {
+            return DeadLetterTake::Done;
         }
-        let mut entry = self.settle(topic, offset)?;
+        if tc.dead_lettering.contains_key(&offset) {
+            let (tx, rx) = oneshot::channel();
+            tc.dead_letter_waiters.entry(offset).or_default().push(tx);
+            return DeadLetterTake::Pending(rx);
+        }
+        let entry = match self.settle(topic, offset) {
+            Some(entry) => Some(entry),
+            None => self.topics[topic].extract_queued(offset, ordering),
+        };
+        let Some(mut entry) = entry else {
+            return DeadLetterTake::NotHeld;
+        };
         if error.is_some() {
             entry.last_error = error;
         }
         let key = entry.stored.key.clone();
         self.topics[topic].dead_lettering.insert(offset, key);
-        Some(entry)
+        DeadLetterTake::Take(entry)
     }
 
     /// The dead-letter write of an entry failed: try it again in a second.
-    pub(crate) fn dead_letter_failed(&mut self, topic: usize, entry: Entry, now: Instant) {
+    pub(crate) fn dead_letter_failed(
+        &mut self,
+        topic: usize,
+        entry: Entry,
+        now: Instant,
+        error: &BusError,
+    ) {
         let tc = &mut self.topics[topic];
         let offset = entry.stored.offset;
         tc.dead_lettering.remove(&offset);
+        for w in tc.dead_letter_waiters.remove(&offset).unwrap_or_default() {
+            let _ = w.send(Err(BusError::Storage(error.to_string())));
+        }
         let at = now + Duration::from_secs(1);
         tc.retry_at.insert(offset, at);
         tc.retry.insert((at, offset), entry);
+    }
+
+    /// Fails every waiter of a persist or a dead-letter: the bus is closed and their writes
+    /// will never come.
+    pub(crate) fn fail_waiters(&mut self) {
+        for tc in &mut self.topics {
+            tc.persist_queued = false;
+            for w in tc.persist_waiters.drain(..).chain(tc.committing.drain(..)) {
+                let _ = w.send(Err(BusError::Closed));
+            }
+            for (_, ws) in tc.dead_letter_waiters.drain() {
+                for w in ws {
+                    let _ = w.send(Err(BusError::Closed));
+                }
+            }
+        }
+    }
+
+    /// A persist command could not be sent: answer the waiters that relied on it.
+    pub(crate) fn persist_not_sent(&mut self, topic: usize) {
+        let tc = &mut self.topics[topic];
+        tc.persist_queued = false;
+        for w in tc.persist_waiters.drain(..) {
+            let _ = w.send(Err(BusError::Closed));
+        }
     }
 
     /// Queues `waiter` for the next persist of `topic`; returns whether a persist command
@@ -673,14 +785,15 @@ fn redeliver(
     now: Instant,
     settings: Settings,
 ) -> Option<DeadLetterJob> {
-    if entry.attempts >= settings.max_deliveries {
+    if entry.charged() >= settings.max_deliveries {
         tc.dead_lettering
             .insert(entry.stored.offset, entry.stored.key.clone());
         return Some(DeadLetterJob {
             topic: ti,
             reason: format!(
                 "max deliveries reached ({} of {})",
-                entry.attempts, settings.max_deliveries
+                entry.charged(),
+                settings.max_deliveries
             ),
             entry,
         });
@@ -743,6 +856,9 @@ impl PositionSource for PositionHandle {
                             if let Some(key) = tc.dead_lettering.remove(&o) {
                                 tc.mark_acked(o);
                                 tc.release_key(&key, ordering);
+                            }
+                            for w in tc.dead_letter_waiters.remove(&o).unwrap_or_default() {
+                                let _ = w.send(Ok(()));
                             }
                         }
                     }
