@@ -32,6 +32,10 @@ pub(crate) struct Global {
     /// Largest event payload accepted, in bytes
     #[arg(long, global = true, env = "OVASABI_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
     pub(crate) max_event_bytes: usize,
+    /// The bus: `embedded` (SQLite in --data-dir, one process) or a NATS JetStream URL such
+    /// as `nats://127.0.0.1:4222` (several processes)
+    #[arg(long, global = true, env = "OVASABI_BUS", default_value = "embedded")]
+    pub(crate) bus: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,6 +43,9 @@ pub(crate) enum Command {
     /// Publish, tail and list events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Set up and inspect the bus (streams and consumers on NATS JetStream).
+    #[command(subcommand)]
+    Bus(BusCommand),
     /// Measure the platform.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -142,6 +149,49 @@ pub(crate) struct TailArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct TopicsArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BusCommand {
+    /// Create or update the streams of topics, idempotently (NATS JetStream; the embedded
+    /// bus needs no provisioning). Run it again after changing a setting.
+    Provision(ProvisionArgs),
+    /// Streams, consumer groups, pending and redelivered counts.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProvisionArgs {
+    /// Topics to provision [default: the platform's domain topics]
+    pub(crate) topics: Vec<String>,
+    /// Partitions per topic (the unit of ordering per key); fixed when a stream is created
+    #[arg(long, default_value_t = 16)]
+    pub(crate) partitions: u32,
+    /// Replicas per stream (3 on a 3-node cluster)
+    #[arg(long, default_value_t = 1)]
+    pub(crate) replicas: usize,
+    /// Events older than this are removed: e.g. `7d`, `24h`, `90m`, `0` for no limit
+    #[arg(long, default_value = "7d")]
+    pub(crate) max_age: String,
+    /// Bytes a stream may hold before the oldest events go; `0` for no limit
+    #[arg(long, default_value_t = 0)]
+    pub(crate) max_bytes: u64,
+    /// Window in which a re-published event id is not stored twice: e.g. `2m`
+    #[arg(long, default_value = "2m")]
+    pub(crate) duplicate_window: String,
+    /// Storage of the streams: `file` or `memory`
+    #[arg(long, default_value = "file")]
+    pub(crate) storage: String,
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,

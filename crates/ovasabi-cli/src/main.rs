@@ -8,6 +8,7 @@
 mod cli;
 mod cmd;
 mod failure;
+mod output;
 
 use clap::Parser;
 
@@ -38,6 +39,7 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Events(cmd) => cmd::events::run(&cli.global, cmd).await,
+            Command::Bus(cmd) => cmd::bus::run(&cli.global, cmd).await,
             Command::Bench(cmd) => cmd::bench::run(&cli.global, cmd).await,
             Command::Torture(cmd) => cmd::torture::run(&cli.global, cmd).await,
         }

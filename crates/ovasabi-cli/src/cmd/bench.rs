@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::cli::{BenchBusArgs, BenchCommand, Format, Global};
 use crate::failure::Failure;
+use crate::output::outln;
 
 /// Runs a `bench` command.
 pub(crate) async fn run(_global: &Global, cmd: BenchCommand) -> Result<(), Failure> {
@@ -311,7 +312,7 @@ async fn bench_bus(args: BenchBusArgs) -> Result<(), Failure> {
             ratio: e2e / raw,
         };
         match f {
-            Format::Json => println!("{}", serde_json::json!({ "rows": [row] })),
+            Format::Json => outln!("{}", serde_json::json!({ "rows": [row] })),
             Format::Pretty => print_table(&[row]),
         }
         return Ok(());
@@ -406,7 +407,7 @@ async fn bench_bus(args: BenchBusArgs) -> Result<(), Failure> {
         }
     }
     match f {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "rows": rows })).unwrap_or_default()
         ),
@@ -426,12 +427,17 @@ fn print_table(rows: &[Row]) {
         .map(|r| r.baseline.chars().count())
         .max()
         .unwrap_or(0);
-    println!(
+    outln!(
         "{:w0$}  {:>12}  {:8}  {:w3$}  {:>12}  {:>6}",
-        "MEASURE", "VALUE", "UNIT", "BASELINE (same run)", "BASELINE", "RATIO"
+        "MEASURE",
+        "VALUE",
+        "UNIT",
+        "BASELINE (same run)",
+        "BASELINE",
+        "RATIO"
     );
     for r in rows {
-        println!(
+        outln!(
             "{:w0$}  {:>12}  {:8}  {:w3$}  {:>12}  {:>6.2}",
             r.measure,
             human(r.value),
@@ -441,7 +447,7 @@ fn print_table(rows: &[Row]) {
             r.ratio
         );
     }
-    println!("ratio: value/baseline for throughput, baseline/value for latency (higher is better)");
+    outln!("ratio: value/baseline for throughput, baseline/value for latency (higher is better)");
 }
 
 fn human(v: f64) -> String {

@@ -12,6 +12,7 @@ use ovasabi_core::{Bus, Event, StartFrom, SubscribeOptions, TopicPattern};
 use crate::cli::{EventsCommand, Format, Global, PublishArgs, TailArgs, TopicsArgs};
 use crate::cmd::open_bus;
 use crate::failure::Failure;
+use crate::output::outln;
 
 /// Runs an `events` command.
 pub(crate) async fn run(global: &Global, cmd: EventsCommand) -> Result<(), Failure> {
@@ -64,13 +65,14 @@ async fn publish(global: &Global, args: PublishArgs) -> Result<(), Failure> {
     bus.close().await?;
     let published = result?;
     match args.format {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             serde_json::json!({"id": id, "topic": published.topic, "offset": published.offset})
         ),
-        Format::Pretty => println!(
+        Format::Pretty => outln!(
             "published {id} to {} at offset {}",
-            published.topic, published.offset
+            published.topic,
+            published.offset
         ),
     }
     Ok(())
@@ -206,14 +208,14 @@ async fn topics(global: &Global, args: TopicsArgs) -> Result<(), Failure> {
     let topics = result?;
     match args.format {
         Format::Json => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(&serde_json::json!({ "topics": topics })).unwrap_or_default()
             );
         }
         Format::Pretty => {
             if topics.is_empty() {
-                println!("no topics yet: publish one with `ovasabi events publish --topic user.events --type user.registered --data '{{}}'`");
+                outln!("no topics yet: publish one with `ovasabi events publish --topic user.events --type user.registered --data '{{}}'`");
                 return Ok(());
             }
             let width = topics
@@ -222,9 +224,12 @@ async fn topics(global: &Global, args: TopicsArgs) -> Result<(), Failure> {
                 .max()
                 .unwrap_or(5)
                 .max(5);
-            println!(
+            outln!(
                 "{:width$}  {:>10}  {:>10}  {:>10}  GROUPS (lag)",
-                "TOPIC", "EVENTS", "FIRST", "NEXT"
+                "TOPIC",
+                "EVENTS",
+                "FIRST",
+                "NEXT"
             );
             for t in &topics {
                 let groups = if t.groups.is_empty() {
@@ -236,9 +241,12 @@ async fn topics(global: &Global, args: TopicsArgs) -> Result<(), Failure> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
-                println!(
+                outln!(
                     "{:width$}  {:>10}  {:>10}  {:>10}  {groups}",
-                    t.topic, t.retained, t.first_offset, t.next_offset
+                    t.topic,
+                    t.retained,
+                    t.first_offset,
+                    t.next_offset
                 );
             }
         }

@@ -1,6 +1,7 @@
 //! The commands, one module per family.
 
 pub(crate) mod bench;
+pub(crate) mod bus;
 pub(crate) mod events;
 pub(crate) mod torture;
 
@@ -34,8 +35,44 @@ pub(crate) fn embedded_config(global: &Global) -> Result<EmbeddedConfig, Failure
         .max_event_bytes(global.max_event_bytes))
 }
 
+/// Which bus `--bus` names.
+pub(crate) enum BusChoice {
+    /// The embedded bus in the data directory.
+    Embedded,
+    /// NATS JetStream at this URL.
+    Nats(String),
+}
+
+/// Parses `--bus` / `OVASABI_BUS`.
+pub(crate) fn bus_choice(global: &Global) -> Result<BusChoice, Failure> {
+    let bus = global.bus.trim();
+    if bus == "embedded" {
+        Ok(BusChoice::Embedded)
+    } else if bus.starts_with("nats://") || bus.starts_with("tls://") {
+        Ok(BusChoice::Nats(bus.to_owned()))
+    } else {
+        Err(Failure::usage(format!(
+            "--bus `{bus}` is not a bus: use `embedded` or a NATS URL such as nats://127.0.0.1:4222"
+        )))
+    }
+}
+
+/// Opens the NATS bus at `url`.
+pub(crate) async fn open_nats(
+    global: &Global,
+    url: &str,
+) -> Result<ovasabi_nats::NatsBus, Failure> {
+    let config = ovasabi_nats::NatsConfig::new(url).max_data_bytes(global.max_event_bytes);
+    Ok(ovasabi_nats::NatsBus::connect(config).await?)
+}
+
 /// Opens the configured bus.
 pub(crate) async fn open_bus(global: &Global) -> Result<Arc<dyn Bus>, Failure> {
-    let config = embedded_config(global)?;
-    Ok(Arc::new(EmbeddedBus::open(config).await?))
+    match bus_choice(global)? {
+        BusChoice::Embedded => {
+            let config = embedded_config(global)?;
+            Ok(Arc::new(EmbeddedBus::open(config).await?))
+        }
+        BusChoice::Nats(url) => Ok(Arc::new(open_nats(global, &url).await?)),
+    }
 }

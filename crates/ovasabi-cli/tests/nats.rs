@@ -1,0 +1,158 @@
+//! The `ovasabi` binary on NATS JetStream (`--bus nats://…`): provisioning is idempotent and
+//! reports what it changed, events round-trip, status shows the streams. Skips with a printed
+//! reason without a server, except under `OVASABI_REQUIRE_SERVICES=1`.
+
+use std::process::{Command, Output};
+
+fn ovasabi(url: &str, args: &[&str]) -> Output {
+    let data_dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ovasabi"))
+        .env_remove("OVASABI_DATA_DIR")
+        .env("OVASABI_BUS", url)
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(args)
+        .output()
+        .expect("run ovasabi")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn provision_publish_tail_status_on_nats() {
+    let Some(server) =
+        ovasabi_nats::testing::server_or_skip("provision_publish_tail_status_on_nats")
+    else {
+        return;
+    };
+    let url = server.url.as_str();
+    let topic = format!("cli.t{}.events", std::process::id());
+
+    let first: serde_json::Value = serde_json::from_str(&ok(&ovasabi(
+        url,
+        &[
+            "bus",
+            "provision",
+            &topic,
+            "--partitions",
+            "4",
+            "--format",
+            "json",
+        ],
+    )))
+    .unwrap();
+    let actions: Vec<&str> = first["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["created", "created"],
+        "the topic and its dead-letter topic: {first}"
+    );
+    let again: serde_json::Value = serde_json::from_str(&ok(&ovasabi(
+        url,
+        &[
+            "bus",
+            "provision",
+            &topic,
+            "--partitions",
+            "4",
+            "--format",
+            "json",
+        ],
+    )))
+    .unwrap();
+    assert!(
+        again["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["action"] == "unchanged"),
+        "{again}"
+    );
+    let changed = ok(&ovasabi(
+        url,
+        &[
+            "bus",
+            "provision",
+            &topic,
+            "--partitions",
+            "4",
+            "--max-age",
+            "1d",
+        ],
+    ));
+    assert!(
+        changed.contains("updated") && changed.contains("max_age"),
+        "{changed}"
+    );
+
+    ok(&ovasabi(
+        url,
+        &[
+            "events",
+            "publish",
+            "--topic",
+            &topic,
+            "--type",
+            "user.registered",
+            "--data",
+            r#"{"user_id":"u1"}"#,
+            "--key",
+            "u1",
+        ],
+    ));
+    let tail = ok(&ovasabi(
+        url,
+        &["events", "tail", &topic, "--format", "json"],
+    ));
+    let event =
+        ovasabi_core::format::json::from_json_slice(tail.lines().next().unwrap().as_bytes())
+            .unwrap();
+    assert_eq!(event.ty, "user.registered");
+    assert_eq!(event.partition_key(), Some("u1"));
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&ovasabi(url, &["bus", "status", "--format", "json"]))).unwrap();
+    let stream = status["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["topic"] == topic.as_str())
+        .expect("stream listed");
+    assert_eq!(stream["messages"], 1);
+    assert_eq!(stream["partitions"], 4);
+
+    // Leave nothing behind.
+    let cleanup = async {
+        let bus = ovasabi_nats::NatsBus::connect(ovasabi_nats::NatsConfig::new(url))
+            .await
+            .unwrap();
+        bus.delete_topic(&topic).await.unwrap();
+        bus.delete_topic(&format!("{topic}.dlq")).await.unwrap();
+        ovasabi_core::Bus::close(&bus).await.unwrap();
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(cleanup);
+}
+
+#[test]
+fn a_bad_bus_or_provisioning_the_embedded_bus_is_a_usage_error() {
+    let o = ovasabi("kafka://x", &["events", "topics"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a bus"));
+    let o = ovasabi("embedded", &["bus", "provision"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs no provisioning"));
+    let o = ovasabi(
+        "nats://127.0.0.1:4222",
+        &["bus", "provision", "--max-age", "1w"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--max-age `1w` is not a duration"));
+}
