@@ -12,11 +12,15 @@
 //!   neither acked nor nacked within the ack timeout is delivered again, with `attempt`
 //!   increased. An event whose deliveries reach `max_deliveries` without an ack goes to the
 //!   dead-letter topic (`<topic>.dlq`) with the reason, the handler's last error and the
-//!   attempt count, exactly once, and counts as done for its group.
+//!   attempt count, exactly once, and counts as done for its group. A delivery handed back
+//!   unsettled before its ack timeout (its subscription closed or was dropped) still gets an
+//!   attempt number, since numbers never repeat, but does not count towards
+//!   `max_deliveries`: no handler failed it.
 //! - **Order per key.** With [`Ordering::PerKey`] (the default), the next event of a
 //!   partition key is not delivered to anyone in the group before the previous one is acked
 //!   or dead-lettered; events of different keys, and events without a key, flow
-//!   concurrently.
+//!   concurrently. (On a partitioned backend such as NATS JetStream, keys that share a
+//!   partition wait for each other; the backend documents its partitioning.)
 //! - **Thread safety.** Publishers and subscribers are `Send + Sync` and meant to be shared
 //!   (`Arc`). A [`Delivery`] may be acked from any task.
 //! - **Cancellation.** [`Subscription::next`] is cancel-safe: dropping its future loses no
