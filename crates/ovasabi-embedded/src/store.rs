@@ -408,19 +408,18 @@ pub(crate) fn run_writer(
                 Err(_) => break,
             }
         }
+        // A close ends the loop after the work that came before it.
         let mut close = None;
-        batch.retain_mut(|c| {
-            if let Command::Close(_) = c {
-                if let Command::Close(reply) =
-                    std::mem::replace(c, Command::Persist(Arc::new(Nothing)))
-                {
+        let batch: Vec<Command> = batch
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Close(reply) => {
                     close = Some(reply);
+                    None
                 }
-                false
-            } else {
-                true
-            }
-        });
+                other => Some(other),
+            })
+            .collect();
         if !batch.is_empty() {
             w.apply(batch);
         }
@@ -445,20 +444,6 @@ pub(crate) fn run_writer(
     if let Ok(t) = checkpoint_thread {
         let _ = t.join();
     }
-}
-
-struct Nothing;
-impl PositionSource for Nothing {
-    fn key(&self) -> (&str, i64) {
-        ("", 0)
-    }
-    fn durable(&self) -> bool {
-        false
-    }
-    fn snapshot(&self, _: &[u64]) -> (u64, Vec<u64>) {
-        (0, Vec::new())
-    }
-    fn committed(&self, _: &[u64], _: &Result<(), String>) {}
 }
 
 fn fail(c: Command, e: BusError) {
