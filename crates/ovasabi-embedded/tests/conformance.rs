@@ -33,6 +33,13 @@ impl Backend for Embedded {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             max_data_bytes: EmbeddedConfig::DEFAULT_MAX_EVENT_BYTES,
+            // Stress mode runs ten suites at once on a debug build: give every liveness
+            // window three times as long (nothing is skipped or loosened otherwise).
+            time_scale: if std::env::var("OVASABI_STRESS").is_ok_and(|v| v == "1") {
+                3.0
+            } else {
+                1.0
+            },
             ..Capabilities::all("embedded")
         }
     }
