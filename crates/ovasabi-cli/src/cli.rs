@@ -36,10 +36,23 @@ pub(crate) struct Global {
     /// as `nats://127.0.0.1:4222` (several processes)
     #[arg(long, global = true, env = "OVASABI_BUS", default_value = "embedded")]
     pub(crate) bus: String,
+    /// The services' database: `sqlite:///path/file.db` or `postgres://user@host/db`
+    /// (`?schema=name` to keep the tables in a schema) [default: ovasabi.db in --data-dir]
+    #[arg(long, global = true, env = "OVASABI_DB")]
+    pub(crate) db: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the whole platform in this process: every service, on the embedded bus and
+    /// SQLite unless --bus / --db say otherwise. Stops cleanly on Ctrl-C or SIGTERM.
+    Up(UpArgs),
+    /// Run chosen services in this process against the configured bus and database; run
+    /// it in several processes to share their work.
+    Serve(ServeArgs),
+    /// Read the audit trail the `audit` service records.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Publish, tail and list events.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -77,6 +90,72 @@ pub(crate) enum TortureCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
+}
+
+/// How services run; `up` and `serve` take the same.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// This process's name, recorded by services that note who did what [default:
+    /// <host>-<pid>]
+    #[arg(long, env = "OVASABI_INSTANCE")]
+    pub(crate) instance: Option<String>,
+    /// How long a delivery may stay unacked before the bus gives it to another member of
+    /// the group (e.g. after this process died)
+    #[arg(long, env = "OVASABI_ACK_TIMEOUT", default_value = "30s")]
+    pub(crate) ack_timeout: String,
+    /// Handlers running at once per consumer
+    #[arg(long, default_value_t = 16)]
+    pub(crate) concurrency: usize,
+    /// How long running handlers get to finish once asked to stop
+    #[arg(long, default_value = "10s")]
+    pub(crate) shutdown_grace: String,
+    /// Topics and patterns the audit trail records, comma-separated
+    #[arg(
+        long,
+        env = "OVASABI_AUDIT_TOPICS",
+        value_delimiter = ',',
+        default_value = "*.events"
+    )]
+    pub(crate) audit_topics: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Services to run (`all` for every one); see --list
+    pub(crate) services: Vec<String>,
+    /// List the services and exit
+    #[arg(long, conflicts_with = "services")]
+    pub(crate) list: bool,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// The events recorded, newest first.
+    List(AuditListArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditListArgs {
+    /// Only events of this subject
+    #[arg(long)]
+    pub(crate) subject: Option<String>,
+    /// Only events of this type
+    #[arg(long = "type")]
+    pub(crate) ty: Option<String>,
+    /// At most this many
+    #[arg(long, short = 'n', default_value_t = 50)]
+    pub(crate) limit: usize,
+    /// Output format; `json` prints one object per line
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
 }
 
 /// Output for people or for programs.
@@ -201,6 +280,9 @@ pub(crate) struct StatusArgs {
 pub(crate) enum BenchCommand {
     /// Benchmark the embedded bus against raw SQLite and a raw channel, in one run.
     Bus(BenchBusArgs),
+    /// Benchmark the NATS JetStream bus against raw async-nats doing the same work, in one
+    /// run, on streams of its own that it deletes at the end.
+    Nats(BenchNatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +299,32 @@ pub(crate) struct BenchBusArgs {
     /// Run only the end-to-end (publish+consume+ack) measurement and its baseline (for profiling)
     #[arg(long)]
     pub(crate) only_end_to_end: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchNatsArgs {
+    /// The NATS server [default: --bus when it is a NATS URL, else nats://127.0.0.1:4222]
+    #[arg(long)]
+    pub(crate) url: Option<String>,
+    /// Events per measurement
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) events: usize,
+    /// Payload size in bytes
+    #[arg(long, default_value_t = 200)]
+    pub(crate) payload: usize,
+    /// Publishes awaiting their PubAck, and deliveries awaiting their ack, at once
+    #[arg(long, default_value_t = 256)]
+    pub(crate) in_flight: usize,
+    /// Times each measurement is taken (raw and ours take turns going first); the table
+    /// shows the medians
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: usize,
+    /// Run only the publish or only the consume measurements (for profiling)
+    #[arg(long, value_parser = ["publish", "consume"])]
+    pub(crate) only: Option<String>,
     /// Output format
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - `cli`: the command line, parsed by clap.
-//! - `cmd/`: one module per command family (`events`, `bench`).
+//! - `cmd/`: one module per command family (`up`/`serve`, `audit`, `events`, `bus`, `bench`).
 //! - `failure`: how an error becomes a message and an exit code.
 
 mod cli;
@@ -28,6 +28,7 @@ fn main() {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -38,6 +39,9 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Up(args) => cmd::serve::up(&cli.global, args).await,
+            Command::Serve(args) => cmd::serve::serve(&cli.global, args).await,
+            Command::Audit(cmd) => cmd::audit::run(&cli.global, cmd).await,
             Command::Events(cmd) => cmd::events::run(&cli.global, cmd).await,
             Command::Bus(cmd) => cmd::bus::run(&cli.global, cmd).await,
             Command::Bench(cmd) => cmd::bench::run(&cli.global, cmd).await,

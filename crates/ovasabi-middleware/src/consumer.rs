@@ -134,6 +134,7 @@ pub struct Consumer<H> {
     concurrency: usize,
     redelivery: RedeliveryPolicy,
     grace: Duration,
+    subscribed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl<H> std::fmt::Debug for Consumer<H> {
@@ -168,6 +169,7 @@ impl<H: Handler> Consumer<H> {
             concurrency: Self::DEFAULT_CONCURRENCY,
             redelivery: RedeliveryPolicy::default(),
             grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            subscribed: None,
         }
     }
 
@@ -198,6 +200,13 @@ impl<H: Handler> Consumer<H> {
         self
     }
 
+    /// Sends on `tx` once [`Consumer::run`] has subscribed (the group exists on the bus and
+    /// deliveries can flow); if subscribing fails, `tx` is dropped instead.
+    pub fn notify_subscribed(mut self, tx: tokio::sync::oneshot::Sender<()>) -> Self {
+        self.subscribed = Some(tx);
+        self
+    }
+
     /// Subscribes and handles deliveries until `shutdown` is cancelled or the subscription
     /// ends, then shuts down gracefully (see the [module docs](crate::consumer)).
     ///
@@ -209,6 +218,9 @@ impl<H: Handler> Consumer<H> {
         let group = self.options.group.clone();
         let max_deliveries = self.options.max_deliveries;
         let mut subscription = self.subscriber.subscribe(self.options.clone()).await?;
+        if let Some(tx) = self.subscribed {
+            let _ = tx.send(());
+        }
         tracing::info!(
             group = %group,
             topics = ?self.options.topics.iter().map(|t| t.as_str()).collect::<Vec<_>>(),

@@ -40,6 +40,7 @@
 //! - [`migrate`] — [`Migration`], [`MigrationSet`], and how they are applied.
 //! - [`outbox`] — [`Outbox`], and why a row that commits late is never skipped.
 //! - [`inbox`] — [`Inbox`], for idempotent consumers.
+//! - [`testing`] — a PostgreSQL schema of a test's own, or a printed skip.
 //! - `sqlite`, `postgres` — the two backends; `sql` — the two rewrites for SQLite.
 //! - [`error`] — [`StoreError`].
 //!
@@ -116,6 +117,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 mod store;
+pub mod testing;
 pub mod value;
 
 pub use config::{Backend, StoreConfig, DB_ENV_VAR};

@@ -1,4 +1,5 @@
-//! `ovasabi bench bus`: the embedded bus beside baselines measured in the same run.
+//! `ovasabi bench bus`: the embedded bus beside baselines measured in the same run
+//! (`ovasabi bench nats`, the NATS JetStream bus beside raw async-nats, is in [`nats`]).
 //!
 //! Every figure is printed with a baseline taken in the same process minutes apart, and the
 //! ratio between them, because these machines are noisy and absolute numbers travel badly:
@@ -21,10 +22,13 @@ use crate::cli::{BenchBusArgs, BenchCommand, Format, Global};
 use crate::failure::Failure;
 use crate::output::outln;
 
+mod nats;
+
 /// Runs a `bench` command.
-pub(crate) async fn run(_global: &Global, cmd: BenchCommand) -> Result<(), Failure> {
+pub(crate) async fn run(global: &Global, cmd: BenchCommand) -> Result<(), Failure> {
     match cmd {
         BenchCommand::Bus(args) => bench_bus(args).await,
+        BenchCommand::Nats(args) => nats::bench_nats(global, args).await,
     }
 }
 

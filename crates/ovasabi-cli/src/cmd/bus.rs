@@ -1,13 +1,11 @@
 //! `ovasabi bus provision | status`.
 
-use std::time::Duration;
-
 use ovasabi_core::Bus;
 use ovasabi_nats::provision::{self, Storage, TopicSettings};
 use ovasabi_nats::ProvisionConfig;
 
 use crate::cli::{BusCommand, Format, Global, ProvisionArgs, StatusArgs};
-use crate::cmd::{bus_choice, open_bus, open_nats, BusChoice};
+use crate::cmd::{bus_choice, open_bus, open_nats, parse_duration, BusChoice};
 use crate::failure::Failure;
 use crate::output::outln;
 
@@ -27,28 +25,6 @@ pub(crate) async fn run(global: &Global, cmd: BusCommand) -> Result<(), Failure>
         BusCommand::Provision(args) => provision(global, args).await,
         BusCommand::Status(args) => status(global, args).await,
     }
-}
-
-/// Parses `7d`, `24h`, `90m`, `30s` or `0`.
-fn parse_duration(flag: &str, text: &str) -> Result<Option<Duration>, Failure> {
-    let bad = || {
-        Failure::usage(format!(
-            "{flag} `{text}` is not a duration: use a number with s, m, h or d, e.g. 7d or 90m, or 0 for none"
-        ))
-    };
-    if text == "0" {
-        return Ok(None);
-    }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(bad()),
-    };
-    Ok(Some(Duration::from_secs(secs)))
 }
 
 fn settings(args: &ProvisionArgs) -> Result<TopicSettings, Failure> {
@@ -158,6 +134,8 @@ async fn status(global: &Global, args: StatusArgs) -> Result<(), Failure> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -170,8 +148,12 @@ mod tests {
             parse_duration("x", "90m").unwrap(),
             Some(Duration::from_secs(5400))
         );
+        assert_eq!(
+            parse_duration("x", "250ms").unwrap(),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(parse_duration("x", "0").unwrap(), None);
-        for bad in ["", "7", "d", "7w", "-1h", "1.5h"] {
+        for bad in ["", "7", "d", "7w", "-1h", "1.5h", "99999999999999999d"] {
             assert!(parse_duration("x", bad).is_err(), "{bad}");
         }
     }

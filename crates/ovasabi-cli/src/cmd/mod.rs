@@ -1,13 +1,15 @@
 //! The commands, one module per family.
 
+pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod bus;
 pub(crate) mod events;
+pub(crate) mod serve;
 pub(crate) mod torture;
 
 use std::path::PathBuf;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use ovasabi_core::Bus;
 use ovasabi_embedded::{Durability, EmbeddedBus, EmbeddedConfig};
@@ -33,6 +35,22 @@ pub(crate) fn embedded_config(global: &Global) -> Result<EmbeddedConfig, Failure
     Ok(EmbeddedConfig::new(data_dir(global))
         .durability(durability)
         .max_event_bytes(global.max_event_bytes))
+}
+
+/// The services' database: `--db` / `OVASABI_DB`, or `ovasabi.db` in the data directory.
+pub(crate) fn store_config(global: &Global) -> Result<ovasabi_store::StoreConfig, Failure> {
+    match global
+        .db
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        Some(url) => ovasabi_store::StoreConfig::from_url(url)
+            .map_err(|e| Failure::usage(format!("--db: {e}"))),
+        None => Ok(ovasabi_store::StoreConfig::sqlite(
+            data_dir(global).join("ovasabi.db"),
+        )),
+    }
 }
 
 /// Which bus `--bus` names.
@@ -75,4 +93,30 @@ pub(crate) async fn open_bus(global: &Global) -> Result<Arc<dyn Bus>, Failure> {
         }
         BusChoice::Nats(url) => Ok(Arc::new(open_nats(global, &url).await?)),
     }
+}
+
+/// Parses `500ms`, `30s`, `90m`, `24h`, `7d`, or `0` (none).
+pub(crate) fn parse_duration(flag: &str, text: &str) -> Result<Option<Duration>, Failure> {
+    let bad = || {
+        Failure::usage(format!(
+            "{flag} `{text}` is not a duration: use a number with ms, s, m, h or d, e.g. 30s or 7d, or 0 for none"
+        ))
+    };
+    if text == "0" {
+        return Ok(None);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => return Err(bad()),
+    };
+    millis
+        .map(|ms| Some(Duration::from_millis(ms)))
+        .ok_or_else(bad)
 }

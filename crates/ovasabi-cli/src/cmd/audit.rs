@@ -1,0 +1,81 @@
+//! `ovasabi audit list`: the audit trail, read from the services' database (it works while
+//! `ovasabi up` runs).
+
+use ovasabi_services::audit::{self, AuditFilter};
+use ovasabi_services::Service as _;
+use ovasabi_store::Store;
+
+use crate::cli::{AuditCommand, AuditListArgs, Format, Global};
+use crate::cmd::store_config;
+use crate::failure::Failure;
+use crate::output::outln;
+
+/// Runs an `audit` command.
+pub(crate) async fn run(global: &Global, cmd: AuditCommand) -> Result<(), Failure> {
+    match cmd {
+        AuditCommand::List(args) => list(global, args).await,
+    }
+}
+
+async fn list(global: &Global, args: AuditListArgs) -> Result<(), Failure> {
+    let database = store_config(global)?;
+    let migrations = [ovasabi_services::AuditService::default().migrations()];
+    let store = Store::open(&database, &migrations)
+        .await
+        .map_err(|e| Failure::runtime(format!("database {database}: {e}")))?;
+    let filter = AuditFilter {
+        subject: args.subject,
+        event_type: args.ty,
+        limit: args.limit,
+    };
+    let records = audit::recent(&store, &filter)
+        .await
+        .map_err(|e| Failure::runtime(format!("reading the audit trail: {e}")))?;
+    match args.format {
+        Format::Json => {
+            for r in &records {
+                let event: serde_json::Value = serde_json::from_str(&r.event_json)
+                    .unwrap_or_else(|_| serde_json::Value::String(r.event_json.clone()));
+                let line = serde_json::json!({
+                    "seq": r.seq,
+                    "recorded_at": r.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "recorded_by": r.recorded_by,
+                    "topic": r.topic,
+                    "offset": r.offset,
+                    "attempt": r.attempt,
+                    "event": event,
+                });
+                outln!("{line}");
+            }
+        }
+        Format::Pretty => {
+            if records.is_empty() {
+                eprintln!(
+                    "no events recorded yet: the audit service records the events of `*.events` \
+                     topics while `ovasabi up` (or `ovasabi serve audit`) runs"
+                );
+                return Ok(());
+            }
+            outln!(
+                "{:<24}  {:<24}  {:<16}  {:<24}  {:>7}  BY",
+                "RECORDED",
+                "TYPE",
+                "SUBJECT",
+                "TOPIC@OFFSET",
+                "ATTEMPT"
+            );
+            for r in &records {
+                outln!(
+                    "{:<24}  {:<24}  {:<16}  {:<24}  {:>7}  {}",
+                    r.recorded_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    r.event_type,
+                    r.subject.as_deref().unwrap_or("-"),
+                    format!("{}@{}", r.topic, r.offset),
+                    r.attempt,
+                    r.recorded_by
+                );
+            }
+        }
+    }
+    Ok(())
+}

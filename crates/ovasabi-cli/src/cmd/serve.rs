@@ -1,0 +1,163 @@
+//! `ovasabi up` and `ovasabi serve <service>…`: run services until Ctrl-C or SIGTERM.
+
+use std::time::Duration;
+
+use ovasabi_services::{ServiceError, ServiceOptions, Settings};
+
+use crate::cli::{Global, RunArgs, ServeArgs, UpArgs};
+use crate::cmd::{bus_choice, data_dir, open_bus, parse_duration, store_config, BusChoice};
+use crate::failure::Failure;
+use crate::output::outln;
+
+/// `ovasabi up`: every service.
+pub(crate) async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
+    run(global, &["all".to_owned()], args.run).await
+}
+
+/// `ovasabi serve`: the services named.
+pub(crate) async fn serve(global: &Global, args: ServeArgs) -> Result<(), Failure> {
+    if args.list {
+        let catalog = ovasabi_services::catalog(&service_options(&args.run));
+        for service in &catalog {
+            outln!("{:<10} {}", service.name(), service.about());
+        }
+        return Ok(());
+    }
+    run(global, &args.services, args.run).await
+}
+
+fn service_options(args: &RunArgs) -> ServiceOptions {
+    ServiceOptions {
+        audit_topics: args
+            .audit_topics
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+    }
+}
+
+fn settings(args: &RunArgs) -> Result<Settings, Failure> {
+    let ack_timeout = parse_duration("--ack-timeout", &args.ack_timeout)?
+        .ok_or_else(|| Failure::usage("--ack-timeout must be positive, e.g. 30s"))?;
+    let shutdown_grace =
+        parse_duration("--shutdown-grace", &args.shutdown_grace)?.unwrap_or(Duration::ZERO);
+    if args.concurrency == 0 {
+        return Err(Failure::usage("--concurrency must be at least 1"));
+    }
+    let mut settings = Settings {
+        ack_timeout,
+        concurrency: args.concurrency,
+        shutdown_grace,
+        ..Settings::default()
+    };
+    if let Some(instance) = args.instance.as_deref().map(str::trim) {
+        if instance.is_empty() {
+            return Err(Failure::usage("--instance must not be empty"));
+        }
+        settings.instance = instance.to_owned();
+    }
+    Ok(settings)
+}
+
+fn service_failure(e: ServiceError) -> Failure {
+    if e.is_user_error() {
+        Failure::usage(e.to_string())
+    } else {
+        Failure::runtime(e.to_string())
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM; a second one ends the process at once.
+async fn stop_signal(grace: Duration) {
+    let which = signal().await;
+    eprintln!(
+        "{which}: stopping; running handlers get up to {} to finish (again to stop at once: \
+         unfinished events are delivered again)",
+        human_duration(grace)
+    );
+    tokio::spawn(async {
+        signal().await;
+        eprintln!("stopped at once");
+        std::process::exit(130);
+    });
+}
+
+async fn signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupt",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "interrupt"
+        }
+    }
+}
+
+fn human_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+async fn run(global: &Global, names: &[String], args: RunArgs) -> Result<(), Failure> {
+    let catalog = ovasabi_services::catalog(&service_options(&args));
+    let services = ovasabi_services::select(&catalog, names).map_err(service_failure)?;
+    let settings = settings(&args)?;
+    let database = store_config(global)?;
+    let bus_name = match bus_choice(global)? {
+        BusChoice::Embedded => format!("embedded bus in {}", data_dir(global).display()),
+        BusChoice::Nats(url) => format!("NATS JetStream at {url}"),
+    };
+    let bus = open_bus(global).await?;
+    eprintln!("ovasabi {}", env!("CARGO_PKG_VERSION"));
+    eprintln!("  bus       {bus_name}");
+    eprintln!("  database  {database}");
+    eprintln!("  instance  {}", settings.instance);
+    let grace = settings.shutdown_grace;
+    let runtime =
+        match ovasabi_services::Runtime::start(&services, bus.clone(), &database, settings).await {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = bus.close().await;
+                return Err(service_failure(e));
+            }
+        };
+    for consumer in runtime.consumers() {
+        eprintln!(
+            "  {:<9} consumer group `{}` on {}",
+            consumer.service,
+            consumer.group,
+            consumer.topics.join(", ")
+        );
+    }
+    eprintln!(
+        "ready: {} service{} running; Ctrl-C or SIGTERM stops",
+        services.len(),
+        if services.len() == 1 { "" } else { "s" }
+    );
+    let result = runtime.wait(stop_signal(grace)).await;
+    let closed = bus.close().await;
+    let reports = result.map_err(service_failure)?;
+    for report in &reports {
+        let s = &report.summary;
+        eprintln!(
+            "  {:<9} {}: {} received, {} acked, {} nacked, {} dead-lettered, {} left for redelivery",
+            report.consumer.service,
+            report.consumer.group,
+            s.received,
+            s.acked,
+            s.nacked,
+            s.dead_lettered,
+            s.unfinished + s.settle_failed,
+        );
+    }
+    closed?;
+    eprintln!("stopped");
+    Ok(())
+}

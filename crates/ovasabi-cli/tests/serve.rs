@@ -1,0 +1,432 @@
+//! Services as processes: `ovasabi up` on the embedded bus and SQLite, and two `ovasabi
+//! serve audit` processes sharing one consumer group on NATS JetStream and PostgreSQL, one
+//! of them killed with SIGKILL mid-run.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ovasabi_core::{Bus as _, Event, Publisher as _};
+use ovasabi_store::{params, Store};
+use rand::Rng as _;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ovasabi");
+
+/// An `ovasabi` process whose stderr is collected line by line (and echoed, so a failing
+/// test shows it); killed when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, envs: &[(&str, &str)], args: &[&str]) -> Proc {
+        let mut command = Command::new(BIN);
+        command
+            .env_remove("OVASABI_DATA_DIR")
+            .env_remove("OVASABI_DB")
+            .env_remove("OVASABI_BUS")
+            .envs(envs.iter().copied())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start ovasabi");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = stderr.clone();
+        let pipe = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[{name}] {line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Proc {
+            name,
+            child,
+            stderr,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    fn wait_for_line(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "{} exited ({status}) before printing {needle:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} printed no {needle:?} within {timeout:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then the exit status (SIGKILL after 30 s).
+    fn terminate(&mut self) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "{} did not stop within 30 s of SIGTERM:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ovasabi(data_dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .env_remove("OVASABI_DATA_DIR")
+        .env_remove("OVASABI_DB")
+        .env_remove("OVASABI_BUS")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("run ovasabi")
+}
+
+fn stdout_ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn audit_lines(data_dir: &std::path::Path) -> Vec<serde_json::Value> {
+    stdout_ok(&ovasabi(
+        data_dir,
+        &["audit", "list", "--format", "json", "-n", "1000"],
+    ))
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("audit list prints JSON lines"))
+    .collect()
+}
+
+#[test]
+fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path();
+    for (topic, ty, user) in [
+        ("user.events", "user.registered", "u1"),
+        ("content.events", "content.posted", "u1"),
+    ] {
+        stdout_ok(&ovasabi(
+            data_dir,
+            &[
+                "events",
+                "publish",
+                "--topic",
+                topic,
+                "--type",
+                ty,
+                "--data",
+                r#"{"user_id":"u1"}"#,
+                "--subject",
+                user,
+            ],
+        ));
+    }
+
+    let data = data_dir.to_str().unwrap();
+    let mut up = Proc::spawn("up", &[], &["--data-dir", data, "up"]);
+    up.wait_for_line("ready:", Duration::from_secs(30));
+    // The audit trail is read from the database while `up` runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let records = loop {
+        let records = audit_lines(data_dir);
+        if records.len() >= 2 || Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut types: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"]["type"].as_str().unwrap())
+        .collect();
+    types.sort_unstable();
+    assert_eq!(types, ["content.posted", "user.registered"], "{records:?}");
+    assert!(records.iter().all(|r| r["attempt"] == 1), "{records:?}");
+
+    let status = up.terminate();
+    assert!(status.success(), "{status}:\n{}", up.log());
+    let log = up.log();
+    assert!(log.contains("2 received, 2 acked"), "{log}");
+    assert!(log.lines().last().unwrap().contains("stopped"), "{log}");
+
+    // Started again, the group goes on from where it stopped: nothing is recorded twice.
+    let mut again = Proc::spawn("up again", &[], &["--data-dir", data, "up"]);
+    again.wait_for_line("ready:", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(again.terminate().success(), "{}", again.log());
+    assert!(again.log().contains("0 received"), "{}", again.log());
+    assert_eq!(audit_lines(data_dir).len(), 2);
+}
+
+#[test]
+fn serve_refuses_unknown_services_and_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, message) in [
+        (&["serve"][..], "name at least one service"),
+        (
+            &["serve", "nope"][..],
+            "there is no service `nope`; the services are: audit",
+        ),
+        (
+            &["serve", "audit", "--ack-timeout", "soon"][..],
+            "--ack-timeout `soon` is not a duration",
+        ),
+        (
+            &["serve", "audit", "--audit-topics", "Bad Topic"][..],
+            "service `audit`: --audit-topics",
+        ),
+        (&["--db", "mysql://x/y", "serve", "audit"][..], "--db: "),
+        (&["--bus", "kafka://x", "up"][..], "is not a bus"),
+    ] {
+        let out = ovasabi(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    let list = stdout_ok(&ovasabi(dir.path(), &["serve", "--list"]));
+    assert!(list.starts_with("audit "), "{list}");
+}
+
+/// Deletes a topic's streams (and its dead-letter topic's) when dropped, pass or fail.
+struct Streams {
+    url: String,
+    topic: String,
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let topic = self.topic.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let Ok(client) = ovasabi_nats::async_nats::connect(&url).await else {
+                    return;
+                };
+                let js = ovasabi_nats::async_nats::jetstream::new(client);
+                for t in [
+                    topic.clone(),
+                    ovasabi_core::naming::dead_letter_topic(&topic),
+                ] {
+                    let _ = js
+                        .delete_stream(ovasabi_nats::layout::stream_name(&t))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn counts_by_instance(store: &Store) -> BTreeMap<String, i64> {
+    store
+        .query(
+            "SELECT recorded_by, COUNT(*) AS n FROM audit_events GROUP BY recorded_by",
+            params![],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get("recorded_by").unwrap(), r.get("n").unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_a_group_and_one_takes_over_when_the_other_is_killed() {
+    const TEST: &str = "two_processes_share_a_group_and_one_takes_over_when_the_other_is_killed";
+    let Some(nats) = ovasabi_nats::testing::server_or_skip(TEST) else {
+        return;
+    };
+    let Some(db) = ovasabi_store::testing::postgres_or_skip(TEST).await else {
+        return;
+    };
+    let topic = format!("svc{:012x}.events", rand::thread_rng().gen::<u64>() >> 16);
+    let _streams = Streams {
+        url: nats.url.clone(),
+        topic: topic.clone(),
+    };
+    let db_url = db.database_url();
+    let data_dir = tempfile::tempdir().unwrap();
+    let envs = [
+        ("OVASABI_BUS", nats.url.as_str()),
+        ("OVASABI_DB", db_url.as_str()),
+        ("OVASABI_DATA_DIR", data_dir.path().to_str().unwrap()),
+        // The inbox's "already recorded" lines.
+        ("OVASABI_LOG", "warn,ovasabi_services=info"),
+    ];
+    // An ack timeout above the bus's pull expiry (5 s): see the NATS backend's notes on
+    // nats-server 2.9.
+    let serve = |instance: &'static str| {
+        Proc::spawn(
+            instance,
+            &envs,
+            &[
+                "serve",
+                "audit",
+                "--audit-topics",
+                &topic,
+                "--instance",
+                instance,
+                "--ack-timeout",
+                "6s",
+                "--concurrency",
+                "4",
+            ],
+        )
+    };
+    let mut a = serve("a");
+    let mut b = serve("b");
+    a.wait_for_line("ready:", Duration::from_secs(60));
+    b.wait_for_line("ready:", Duration::from_secs(60));
+
+    // Published once both members are in the group, so both take a share.
+    const EVENTS: usize = 6_000;
+    let bus = ovasabi_nats::NatsBus::connect(ovasabi_nats::NatsConfig::new(&nats.url))
+        .await
+        .unwrap();
+    let mut published = HashSet::new();
+    for chunk in 0..EVENTS / 200 {
+        let batch: Vec<Event> = (0..200)
+            .map(|i| {
+                let n = chunk * 200 + i;
+                Event::new("order.placed", "/ovasabi/test")
+                    .with_json(&serde_json::json!({"order_id": n}))
+                    .with_partition_key(format!("o{}", n % 50))
+            })
+            .collect();
+        published.extend(batch.iter().map(|e| e.id.clone()));
+        bus.publish_batch(&topic, batch).await.unwrap();
+    }
+    bus.close().await.unwrap();
+
+    let store = Store::open(&db.config(), &[]).await.unwrap();
+    // Kill `a` mid-run, once both have recorded events.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let at_kill = loop {
+        let counts = counts_by_instance(&store).await;
+        let total: i64 = counts.values().sum();
+        if counts.len() == 2 && total >= (EVENTS / 4) as i64 {
+            a.child.kill().unwrap();
+            a.child.wait().unwrap();
+            break counts;
+        }
+        assert!(
+            total < EVENTS as i64,
+            "the run ended before both members took a share: {counts:?}"
+        );
+        assert!(Instant::now() < deadline, "no progress: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!("killed a with SIGKILL; recorded so far: {at_kill:?}");
+
+    // `b` records the rest, including what `a` held unacked (after the ack timeout).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = store
+            .query_one(
+                "SELECT COUNT(DISTINCT event_id) AS n FROM audit_events",
+                params![],
+            )
+            .await
+            .unwrap();
+        if row.get::<i64>("n").unwrap() == EVENTS as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {EVENTS} events recorded after a died:\n{}",
+            row.get::<i64>("n").unwrap(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let rows = store
+        .query(
+            "SELECT event_id, recorded_by, attempt FROM audit_events",
+            params![],
+        )
+        .await
+        .unwrap();
+    let recorded: Vec<String> = rows.iter().map(|r| r.get("event_id").unwrap()).collect();
+    assert_eq!(recorded.len(), EVENTS, "an event was recorded twice");
+    assert_eq!(recorded.into_iter().collect::<HashSet<_>>(), published);
+    let counts = counts_by_instance(&store).await;
+    assert!(
+        counts["a"] >= at_kill["a"] && counts["b"] > at_kill["b"],
+        "{counts:?}"
+    );
+    // What `a` held when it died came back to `b` as later attempts: recorded there, or, if
+    // `a` had recorded it before dying, recognised by the inbox and acked.
+    let taken_over = rows
+        .iter()
+        .filter(|r| {
+            r.get::<String>("recorded_by").unwrap() == "b" && r.get::<i64>("attempt").unwrap() >= 2
+        })
+        .count();
+    let duplicates = b.log().matches("already recorded").count();
+    assert!(
+        taken_over + duplicates > 0,
+        "b took over none of a's unacked events:\n{}",
+        b.log()
+    );
+    eprintln!(
+        "a recorded {}, b {} ({taken_over} taken over from a, {duplicates} duplicates acked)",
+        counts["a"], counts["b"]
+    );
+
+    let status = b.terminate();
+    assert!(status.success(), "{status}:\n{}", b.log());
+    assert!(b.log().contains("stopped"), "{}", b.log());
+}

@@ -1,0 +1,67 @@
+//! OVASABI's services, and the runtime that runs them.
+//!
+//! A service owns its tables (its [`Service::migrations`]) and runs consumers on the bus;
+//! `ovasabi serve <name>…` runs the chosen services in one process against the configured
+//! bus and database, `ovasabi up` runs them all on the embedded bus and SQLite. Services
+//! never call each other: they meet on the bus.
+//!
+//! # Layout
+//! - [`runtime`] — [`Service`], [`Context`], [`Runtime`]: starting services, graceful
+//!   shutdown, and how several processes share a service's work.
+//! - [`audit`] — the audit trail.
+//! - This module — the [`catalog`] of services and [`select`]ing them by name.
+
+pub mod audit;
+pub mod runtime;
+
+use std::sync::Arc;
+
+pub use audit::AuditService;
+pub use runtime::{
+    ConsumerInfo, ConsumerReport, ConsumerSpec, Context, Runtime, Service, ServiceError, Settings,
+};
+
+/// Settings of single services, from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceOptions {
+    /// Topics and patterns the audit trail records (default `*.events`).
+    pub audit_topics: Vec<String>,
+}
+
+/// Every service, in the order `ovasabi up` starts them.
+pub fn catalog(options: &ServiceOptions) -> Vec<Arc<dyn Service>> {
+    vec![Arc::new(AuditService::new(options.audit_topics.clone()))]
+}
+
+/// The services of `catalog` named in `names`, in the catalog's order; `all` names every
+/// one. Unknown names and an empty choice are errors that list the services there are.
+pub fn select(
+    catalog: &[Arc<dyn Service>],
+    names: &[String],
+) -> Result<Vec<Arc<dyn Service>>, ServiceError> {
+    let known = || {
+        catalog
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if names.is_empty() {
+        return Err(ServiceError::NoneChosen { known: known() });
+    }
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| *n != "all" && !catalog.iter().any(|s| s.name() == n.as_str()))
+    {
+        return Err(ServiceError::Unknown {
+            name: unknown.clone(),
+            known: known(),
+        });
+    }
+    let all = names.iter().any(|n| n == "all");
+    Ok(catalog
+        .iter()
+        .filter(|s| all || names.iter().any(|n| n == s.name()))
+        .cloned()
+        .collect())
+}

@@ -1,0 +1,376 @@
+//! The runtime: runs chosen [`Service`]s on one bus and one store, in one process.
+//!
+//! [`Runtime::start`] opens the store (applying every service's migrations), asks each
+//! service for its consumers, starts them, and returns once every consumer has subscribed.
+//! [`Runtime::wait`] then runs until the shutdown future completes (Ctrl-C, SIGTERM) or a
+//! consumer fails, and shuts down gracefully: running handlers finish for up to the grace
+//! period; what is not finished stays unacked, for the bus to deliver again — to another
+//! process of the same group if one runs.
+//!
+//! Several processes running the same service form one consumer group per consumer: the bus
+//! shares the events among them, and when one dies its unacked events go to the others after
+//! the ack timeout. A service makes that safe by recording what it processed in the same
+//! transaction as its effect ([`ovasabi_store::Inbox`]), so an event delivered twice takes
+//! effect once.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ovasabi_core::{Bus, BusError, Ordering, SubscribeOptions};
+use ovasabi_middleware::{Consumer, Handler, RunSummary};
+use ovasabi_store::{MigrationSet, Store, StoreConfig, StoreError};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Settings every service of a process shares.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// This process's name among the processes running the same services (recorded by
+    /// services that note who did what; default `<host>-<pid>`).
+    pub instance: String,
+    /// How long a delivery may stay unacked before the bus delivers it again (to any
+    /// member of the group).
+    pub ack_timeout: Duration,
+    /// Handlers running at once per consumer.
+    pub concurrency: usize,
+    /// How long running handlers get to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            instance: default_instance(),
+            ack_timeout: SubscribeOptions::DEFAULT_ACK_TIMEOUT,
+            concurrency: Consumer::<Arc<dyn Handler>>::DEFAULT_CONCURRENCY,
+            shutdown_grace: Consumer::<Arc<dyn Handler>>::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// `<host>-<pid>`: unique among the processes of a deployment.
+pub fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "ovasabi".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// What a service is given when it starts.
+#[derive(Clone)]
+pub struct Context {
+    /// The bus.
+    pub bus: Arc<dyn Bus>,
+    /// The database, with every started service's migrations applied.
+    pub store: Store,
+    /// The process's settings.
+    pub settings: Settings,
+}
+
+impl Context {
+    /// Subscription options for `group` on `topics` with the process's settings: the ack
+    /// timeout, in-flight deliveries bounded by the concurrency (so a member does not sit on
+    /// events other members could take), and the given ordering.
+    pub fn subscribe_options(
+        &self,
+        group: &str,
+        topics: &[String],
+        ordering: Ordering,
+    ) -> Result<SubscribeOptions, BusError> {
+        Ok(SubscribeOptions::new(group, topics)?
+            .ack_timeout(self.settings.ack_timeout)
+            .max_in_flight(self.settings.concurrency.max(1) * 2)
+            .ordering(ordering))
+    }
+}
+
+/// One consumer a service runs: a group's subscription and the handler of its events.
+pub struct ConsumerSpec {
+    /// The subscription (its group and topics).
+    pub options: SubscribeOptions,
+    /// What handles each event.
+    pub handler: Arc<dyn Handler>,
+}
+
+/// A part of the platform that `ovasabi serve <name>` runs (and `ovasabi up` runs with all
+/// the others).
+pub trait Service: Send + Sync + 'static {
+    /// The name on the command line, e.g. `audit`.
+    fn name(&self) -> &'static str;
+    /// One line on what it does, for `ovasabi serve --list`.
+    fn about(&self) -> &'static str;
+    /// The tables it owns. Its component name is the service's name.
+    fn migrations(&self) -> MigrationSet;
+    /// The consumers to run, built once the store is open.
+    fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError>;
+}
+
+/// Why services could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// A name on the command line is not a service.
+    #[error("there is no service `{name}`; the services are: {known}")]
+    Unknown {
+        /// The name given.
+        name: String,
+        /// The names there are, comma-separated.
+        known: String,
+    },
+    /// No service was named.
+    #[error("name at least one service to run; the services are: {known}")]
+    NoneChosen {
+        /// The names there are, comma-separated.
+        known: String,
+    },
+    /// A service's configuration is wrong.
+    #[error("service `{service}`: {reason}")]
+    Config {
+        /// The service.
+        service: &'static str,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The database could not be opened or migrated.
+    #[error("database {database}: {error}")]
+    Store {
+        /// The database (without password).
+        database: String,
+        /// The error.
+        #[source]
+        error: Box<StoreError>,
+    },
+    /// A consumer could not subscribe, or its subscription failed.
+    #[error("service `{service}`, consumer group `{group}`: {error}")]
+    Consumer {
+        /// The service.
+        service: &'static str,
+        /// The group.
+        group: String,
+        /// The bus's error.
+        #[source]
+        error: BusError,
+    },
+    /// A consumer's task panicked (a bug: please report it with the log).
+    #[error("a consumer task failed: {reason}")]
+    Crashed {
+        /// The panic.
+        reason: String,
+    },
+    /// A subscription ended while the process was not shutting down (the bus closed).
+    #[error("service `{service}`, consumer group `{group}`: the subscription ended unexpectedly (the bus closed)")]
+    Ended {
+        /// The service.
+        service: &'static str,
+        /// The group.
+        group: String,
+    },
+}
+
+impl ServiceError {
+    /// Whether the person running the command caused it (a wrong name or setting).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            ServiceError::Unknown { .. }
+            | ServiceError::NoneChosen { .. }
+            | ServiceError::Config { .. } => true,
+            ServiceError::Consumer { error, .. } => error.is_user_error(),
+            ServiceError::Store { .. }
+            | ServiceError::Ended { .. }
+            | ServiceError::Crashed { .. } => false,
+        }
+    }
+}
+
+/// A consumer the runtime started.
+#[derive(Clone, Debug)]
+pub struct ConsumerInfo {
+    /// Its service.
+    pub service: &'static str,
+    /// Its group.
+    pub group: String,
+    /// Its topics and patterns.
+    pub topics: Vec<String>,
+}
+
+/// How one consumer ended.
+#[derive(Clone, Debug)]
+pub struct ConsumerReport {
+    /// Which consumer.
+    pub consumer: ConsumerInfo,
+    /// What it did.
+    pub summary: RunSummary,
+}
+
+/// Services running in this process.
+pub struct Runtime {
+    consumers: Vec<ConsumerInfo>,
+    tasks: JoinSet<(usize, Result<RunSummary, BusError>)>,
+    stop: CancellationToken,
+    store: Store,
+}
+
+impl Runtime {
+    /// Opens the store with the services' migrations, starts their consumers on `bus`, and
+    /// returns once all have subscribed.
+    pub async fn start(
+        services: &[Arc<dyn Service>],
+        bus: Arc<dyn Bus>,
+        database: &StoreConfig,
+        settings: Settings,
+    ) -> Result<Runtime, ServiceError> {
+        let migrations: Vec<MigrationSet> = services.iter().map(|s| s.migrations()).collect();
+        let store =
+            Store::open(database, &migrations)
+                .await
+                .map_err(|error| ServiceError::Store {
+                    database: database.to_string(),
+                    error: Box::new(error),
+                })?;
+        let ctx = Context {
+            bus: bus.clone(),
+            store: store.clone(),
+            settings: settings.clone(),
+        };
+        let stop = CancellationToken::new();
+        let mut runtime = Runtime {
+            consumers: Vec::new(),
+            tasks: JoinSet::new(),
+            stop: stop.clone(),
+            store,
+        };
+        let mut subscribed = Vec::new();
+        for service in services {
+            for spec in service.consumers(&ctx)? {
+                let info = ConsumerInfo {
+                    service: service.name(),
+                    group: spec.options.group.clone(),
+                    topics: spec
+                        .options
+                        .topics
+                        .iter()
+                        .map(|t| t.as_str().to_owned())
+                        .collect(),
+                };
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let consumer = Consumer::new(bus.clone(), bus.clone(), spec.options, spec.handler)
+                    .concurrency(settings.concurrency)
+                    .shutdown_grace(settings.shutdown_grace)
+                    .notify_subscribed(tx);
+                let index = runtime.consumers.len();
+                let token = stop.child_token();
+                runtime
+                    .tasks
+                    .spawn(async move { (index, consumer.run(token).await) });
+                runtime.consumers.push(info);
+                subscribed.push(rx);
+            }
+        }
+        for (index, rx) in subscribed.into_iter().enumerate() {
+            if rx.await.is_err() {
+                // The consumer ended before subscribing: its task holds the reason.
+                let error = runtime.first_failure(index).await;
+                runtime.stop.cancel();
+                while runtime.tasks.join_next().await.is_some() {}
+                return Err(error);
+            }
+        }
+        Ok(runtime)
+    }
+
+    /// The consumers running.
+    pub fn consumers(&self) -> &[ConsumerInfo] {
+        &self.consumers
+    }
+
+    /// The store the services use.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The error of the consumer at `index`, which has ended.
+    async fn first_failure(&mut self, index: usize) -> ServiceError {
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok((i, Err(error))) if i == index => return self.consumer_error(i, error),
+                Ok((i, Ok(_))) if i == index => return self.ended(i),
+                Ok(_) => {}
+                Err(panic) => {
+                    return ServiceError::Crashed {
+                        reason: panic.to_string(),
+                    }
+                }
+            }
+        }
+        self.ended(index)
+    }
+
+    fn consumer_error(&self, index: usize, error: BusError) -> ServiceError {
+        ServiceError::Consumer {
+            service: self.consumers[index].service,
+            group: self.consumers[index].group.clone(),
+            error,
+        }
+    }
+
+    fn ended(&self, index: usize) -> ServiceError {
+        ServiceError::Ended {
+            service: self.consumers[index].service,
+            group: self.consumers[index].group.clone(),
+        }
+    }
+
+    /// Runs until `shutdown` completes or a consumer fails, then stops every consumer
+    /// gracefully. Returns each consumer's summary, or the first failure.
+    pub async fn wait(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<Vec<ConsumerReport>, ServiceError> {
+        let mut summaries: Vec<Option<RunSummary>> = vec![None; self.consumers.len()];
+        let mut failure = None;
+        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = &mut shutdown => {}
+            Some(joined) = self.tasks.join_next() => {
+                failure = Some(match joined {
+                    Ok((i, Ok(summary))) => {
+                        summaries[i] = Some(summary);
+                        self.ended(i)
+                    }
+                    Ok((i, Err(error))) => self.consumer_error(i, error),
+                    Err(panic) => ServiceError::Crashed { reason: panic.to_string() },
+                });
+            }
+        }
+        self.stop.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok((i, Ok(summary))) => summaries[i] = Some(summary),
+                Ok((i, Err(error))) => {
+                    failure.get_or_insert_with(|| self.consumer_error(i, error));
+                }
+                Err(panic) => {
+                    failure.get_or_insert_with(|| ServiceError::Crashed {
+                        reason: panic.to_string(),
+                    });
+                }
+            }
+        }
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        Ok(self
+            .consumers
+            .into_iter()
+            .zip(summaries)
+            .map(|(consumer, summary)| ConsumerReport {
+                consumer,
+                summary: summary.unwrap_or_default(),
+            })
+            .collect())
+    }
+}
