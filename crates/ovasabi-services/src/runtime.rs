@@ -136,7 +136,7 @@ pub enum ServiceError {
         reason: String,
     },
     /// The database could not be opened or migrated.
-    #[error("database {database}: {error}")]
+    #[error("{error} (the database is chosen with --db / OVASABI_DB; now {database})")]
     Store {
         /// The database (without password).
         database: String,
