@@ -40,6 +40,10 @@ pub(crate) struct Global {
     /// (`?schema=name` to keep the tables in a schema) [default: ovasabi.db in --data-dir]
     #[arg(long, global = true, env = "OVASABI_DB")]
     pub(crate) db: Option<String>,
+    /// A directory of extra event schemas (same layout as the repository's `schemas/`),
+    /// loaded beside the compiled-in ones
+    #[arg(long, global = true, env = "OVASABI_SCHEMAS_DIR")]
+    pub(crate) schemas_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +54,10 @@ pub(crate) enum Command {
     /// Run chosen services in this process against the configured bus and database; run
     /// it in several processes to share their work.
     Serve(ServeArgs),
+    /// Event contracts: list, show and check the schemas, write the AsyncAPI document and
+    /// the catalog.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Read the audit trail the `audit` service records.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -156,6 +164,59 @@ pub(crate) struct AuditListArgs {
     /// Output format; `json` prints one object per line
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchemaCommand {
+    /// Every event type with its versions, topic, compatibility mode, producers and consumers.
+    List(SchemaListArgs),
+    /// Print one version of a type's schema (the latest unless a version is given).
+    Show(SchemaShowArgs),
+    /// Check every type's versions against each other under its compatibility mode, and
+    /// against a released state; exits 1 on a breaking change, naming the field and rule.
+    Check(SchemaCheckArgs),
+    /// Write the AsyncAPI 3.0 document of every topic and event.
+    Asyncapi(SchemaOutputArgs),
+    /// Write the readable catalog of every event (Markdown).
+    Docs(SchemaOutputArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemaListArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemaShowArgs {
+    /// Event type, e.g. `user.registered`
+    pub(crate) event_type: String,
+    /// Version number, e.g. `2` [default: the latest]
+    #[arg(value_name = "VERSION")]
+    pub(crate) schema_version: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemaCheckArgs {
+    /// The schemas to check: a directory in the layout of `schemas/` [default: the
+    /// compiled-in schemas plus --schemas-dir]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+    /// A git revision holding the released state (e.g. `v1.2.0`, `origin/main`): its
+    /// `schemas/` must survive unchanged, and new versions must be compatible with it
+    #[arg(long)]
+    pub(crate) against: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemaOutputArgs {
+    /// Write to this file [default: standard output]
+    #[arg(long, short)]
+    pub(crate) output: Option<PathBuf>,
 }
 
 /// Output for people or for programs.
@@ -283,6 +344,22 @@ pub(crate) enum BenchCommand {
     /// Benchmark the NATS JetStream bus against raw async-nats doing the same work, in one
     /// run, on streams of its own that it deletes at the end.
     Nats(BenchNatsArgs),
+    /// What checking payloads against their schemas costs: checked vs unchecked publish,
+    /// in one run.
+    Contracts(BenchContractsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchContractsArgs {
+    /// Events per measurement
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) events: usize,
+    /// Concurrent publishers
+    #[arg(long, default_value_t = 64)]
+    pub(crate) publishers: usize,
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -328,4 +405,14 @@ pub(crate) struct BenchNatsArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -41,6 +41,7 @@ fn main() {
         match cli.command {
             Command::Up(args) => cmd::serve::up(&cli.global, args).await,
             Command::Serve(args) => cmd::serve::serve(&cli.global, args).await,
+            Command::Schema(cmd) => cmd::schema::run(&cli.global, cmd).await,
             Command::Audit(cmd) => cmd::audit::run(&cli.global, cmd).await,
             Command::Events(cmd) => cmd::events::run(&cli.global, cmd).await,
             Command::Bus(cmd) => cmd::bus::run(&cli.global, cmd).await,

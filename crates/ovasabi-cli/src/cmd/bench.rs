@@ -22,6 +22,7 @@ use crate::cli::{BenchBusArgs, BenchCommand, Format, Global};
 use crate::failure::Failure;
 use crate::output::outln;
 
+mod contracts;
 mod nats;
 
 /// Runs a `bench` command.
@@ -29,6 +30,7 @@ pub(crate) async fn run(global: &Global, cmd: BenchCommand) -> Result<(), Failur
     match cmd {
         BenchCommand::Bus(args) => bench_bus(args).await,
         BenchCommand::Nats(args) => nats::bench_nats(global, args).await,
+        BenchCommand::Contracts(args) => contracts::bench_contracts(args).await,
     }
 }
 

@@ -4,6 +4,7 @@ pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod bus;
 pub(crate) mod events;
+pub(crate) mod schema;
 pub(crate) mod serve;
 pub(crate) mod torture;
 
@@ -84,15 +85,41 @@ pub(crate) async fn open_nats(
     Ok(ovasabi_nats::NatsBus::connect(config).await?)
 }
 
-/// Opens the configured bus.
+/// The schema registry: the compiled-in schemas plus `--schemas-dir`.
+pub(crate) fn registry(global: &Global) -> Result<ovasabi_schema::Registry, Failure> {
+    ovasabi_schema::Registry::builtin_and_dir(global.schemas_dir.as_deref()).map_err(load_failure)
+}
+
+/// Every schema problem, one per line.
+pub(crate) fn load_failure(errors: Vec<ovasabi_schema::LoadError>) -> Failure {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    Failure::usage(format!(
+        "the event schemas do not load:\n  {}",
+        lines.join("\n  ")
+    ))
+}
+
+/// The contracts every published event is checked against.
+pub(crate) fn contracts(global: &Global) -> Result<ovasabi_schema::Contracts, Failure> {
+    Ok(ovasabi_schema::Contracts::new(
+        Arc::new(registry(global)?),
+        ovasabi_events::upcasters(),
+    ))
+}
+
+/// Opens the configured bus, checking every published event against its contract.
 pub(crate) async fn open_bus(global: &Global) -> Result<Arc<dyn Bus>, Failure> {
-    match bus_choice(global)? {
+    let contracts = contracts(global)?;
+    let inner: Arc<dyn Bus> = match bus_choice(global)? {
         BusChoice::Embedded => {
             let config = embedded_config(global)?;
-            Ok(Arc::new(EmbeddedBus::open(config).await?))
+            Arc::new(EmbeddedBus::open(config).await?)
         }
-        BusChoice::Nats(url) => Ok(Arc::new(open_nats(global, &url).await?)),
-    }
+        BusChoice::Nats(url) => Arc::new(open_nats(global, &url).await?),
+    };
+    Ok(Arc::new(ovasabi_schema::ValidatingBus::new(
+        inner, contracts,
+    )))
 }
 
 /// Parses `500ms`, `30s`, `90m`, `24h`, `7d`, or `0` (none).
