@@ -175,8 +175,9 @@ pub(crate) enum SchemaCommand {
     /// Check every type's versions against each other under its compatibility mode, and
     /// against a released state; exits 1 on a breaking change, naming the field and rule.
     Check(SchemaCheckArgs),
-    /// Write the AsyncAPI 3.0 document of every topic and event.
-    Asyncapi(SchemaOutputArgs),
+    /// Write the AsyncAPI 3.0 document of every topic and event (YAML, or JSON with
+    /// --json or a `.json` output file).
+    Asyncapi(AsyncapiArgs),
     /// Write the readable catalog of every event (Markdown).
     Docs(SchemaOutputArgs),
 }
@@ -210,6 +211,15 @@ pub(crate) struct SchemaCheckArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AsyncapiArgs {
+    /// Write JSON instead of YAML
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) out: SchemaOutputArgs,
 }
 
 #[derive(Debug, Args)]

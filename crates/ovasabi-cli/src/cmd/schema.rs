@@ -23,10 +23,18 @@ pub(crate) async fn run(global: &Global, cmd: SchemaCommand) -> Result<(), Failu
         SchemaCommand::Asyncapi(args) => {
             let registry = registry(global)?;
             let doc = ovasabi_schema::asyncapi::document(&registry);
-            write_output(
-                args,
-                &serde_json::to_string_pretty(&doc).unwrap_or_default(),
-            )
+            let json = args.json
+                || args
+                    .out
+                    .output
+                    .as_ref()
+                    .is_some_and(|p| p.extension().is_some_and(|e| e == "json"));
+            let text = if json {
+                serde_json::to_string_pretty(&doc).unwrap_or_default()
+            } else {
+                ovasabi_schema::asyncapi::to_yaml(&doc)
+            };
+            write_output(args.out, &text)
         }
         SchemaCommand::Docs(args) => {
             let registry = registry(global)?;
