@@ -129,6 +129,9 @@ pub(crate) struct RunArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
+    /// Where the HTTP API listens (`off` for none)
+    #[arg(long, env = "OVASABI_HTTP", default_value = "127.0.0.1:8080")]
+    pub(crate) http: String,
     #[command(flatten)]
     pub(crate) run: RunArgs,
 }
@@ -140,6 +143,9 @@ pub(crate) struct ServeArgs {
     /// List the services and exit
     #[arg(long, conflicts_with = "services")]
     pub(crate) list: bool,
+    /// Where the HTTP API listens, e.g. `127.0.0.1:8080` [default: off]
+    #[arg(long, env = "OVASABI_HTTP", default_value = "off")]
+    pub(crate) http: String,
     #[command(flatten)]
     pub(crate) run: RunArgs,
 }

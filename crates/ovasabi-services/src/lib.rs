@@ -8,11 +8,25 @@
 //! # Layout
 //! - [`runtime`] — [`Service`], [`Context`], [`Runtime`]: starting services, graceful
 //!   shutdown, and how several processes share a service's work.
-//! - [`audit`] — the audit trail.
+//! - [`http`] — what HTTP handlers share: errors naming the field, request metadata
+//!   (correlation id, trace context, idempotency key), [`http::Api::transact`] (state change
+//!   + events in one transaction, once per idempotency key).
+//! - [`relay`] — the outbox relay (one per database, by lease).
+//! - [`openapi`] — `GET /openapi.json`, merged from the services.
+//! - The services, one module each, each owning its tables: [`users`], [`content`],
+//!   [`commerce`], [`wallet`], [`messaging`], [`audit`] (the audit trail).
 //! - This module — the [`catalog`] of services and [`select`]ing them by name.
 
 pub mod audit;
+pub mod commerce;
+pub mod content;
+pub mod http;
+pub mod messaging;
+pub mod openapi;
+pub mod relay;
 pub mod runtime;
+pub mod users;
+pub mod wallet;
 
 use std::sync::Arc;
 
@@ -30,7 +44,14 @@ pub struct ServiceOptions {
 
 /// Every service, in the order `ovasabi up` starts them.
 pub fn catalog(options: &ServiceOptions) -> Vec<Arc<dyn Service>> {
-    vec![Arc::new(AuditService::new(options.audit_topics.clone()))]
+    vec![
+        Arc::new(users::UsersService),
+        Arc::new(content::ContentService),
+        Arc::new(commerce::CommerceService::default()),
+        Arc::new(wallet::WalletService),
+        Arc::new(messaging::MessagingService),
+        Arc::new(AuditService::new(options.audit_topics.clone())),
+    ]
 }
 
 /// The services of `catalog` named in `names`, in the catalog's order; `all` names every

@@ -14,14 +14,18 @@
 //! effect once.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ovasabi_core::{Bus, BusError, Ordering, SubscribeOptions};
 use ovasabi_middleware::{Consumer, Handler, RunSummary};
-use ovasabi_store::{MigrationSet, Store, StoreConfig, StoreError};
-use tokio::task::JoinSet;
+use ovasabi_store::{Migration, MigrationSet, Store, StoreConfig, StoreError};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
+
+use crate::http::Api;
+use crate::relay::{Relay, RelayHandle};
 
 /// Settings every service of a process shares.
 #[derive(Clone, Debug)]
@@ -36,6 +40,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// How long running handlers get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Where the HTTP API listens; `None` for no HTTP server.
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -45,6 +51,7 @@ impl Default for Settings {
             ack_timeout: SubscribeOptions::DEFAULT_ACK_TIMEOUT,
             concurrency: Consumer::<Arc<dyn Handler>>::DEFAULT_CONCURRENCY,
             shutdown_grace: Consumer::<Arc<dyn Handler>>::DEFAULT_SHUTDOWN_GRACE,
+            http: None,
         }
     }
 }
@@ -69,6 +76,8 @@ pub struct Context {
     pub store: Store,
     /// The process's settings.
     pub settings: Settings,
+    /// What HTTP handlers share: the store and the outbox relay.
+    pub api: Api,
 }
 
 impl Context {
@@ -106,7 +115,20 @@ pub trait Service: Send + Sync + 'static {
     /// The tables it owns. Its component name is the service's name.
     fn migrations(&self) -> MigrationSet;
     /// The consumers to run, built once the store is open.
-    fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError>;
+    fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError> {
+        let _ = ctx;
+        Ok(Vec::new())
+    }
+    /// Its HTTP routes (under `/v1/…`), if it has an API.
+    fn routes(&self, ctx: &Context) -> Option<axum::Router> {
+        let _ = ctx;
+        None
+    }
+    /// Its part of the OpenAPI document: `{"paths": {…}, "schemas": {…}}` (either may be
+    /// missing).
+    fn openapi(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// Why services could not start or stopped.
@@ -161,6 +183,14 @@ pub enum ServiceError {
         /// The panic.
         reason: String,
     },
+    /// The HTTP server could not listen.
+    #[error("cannot listen for HTTP on {addr}: {error}; choose another address with --http")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: String,
+    },
     /// A subscription ended while the process was not shutting down (the bus closed).
     #[error("service `{service}`, consumer group `{group}`: the subscription ended unexpectedly (the bus closed)")]
     Ended {
@@ -177,7 +207,8 @@ impl ServiceError {
         match self {
             ServiceError::Unknown { .. }
             | ServiceError::NoneChosen { .. }
-            | ServiceError::Config { .. } => true,
+            | ServiceError::Config { .. }
+            | ServiceError::Http { .. } => true,
             ServiceError::Consumer { error, .. } => error.is_user_error(),
             ServiceError::Store { .. }
             | ServiceError::Ended { .. }
@@ -212,7 +243,33 @@ pub struct Runtime {
     tasks: JoinSet<(usize, Result<RunSummary, BusError>)>,
     stop: CancellationToken,
     store: Store,
+    relay: Option<(JoinHandle<()>, CancellationToken, RelayHandle)>,
+    http: Option<(SocketAddr, JoinHandle<()>, CancellationToken)>,
+    grace: Duration,
 }
+
+/// The runtime's own tables: idempotency of HTTP requests, the outbox relay's lease.
+const RUNTIME_MIGRATIONS: MigrationSet = MigrationSet::new(
+    "ovasabi_runtime",
+    &[Migration::new(
+        1,
+        "http_idempotency and outbox_relay_lease",
+        "CREATE TABLE http_idempotency (
+            scope TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (scope, idempotency_key)
+        );
+        CREATE TABLE outbox_relay_lease (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL
+        );",
+    )],
+);
 
 impl Runtime {
     /// Opens the store with the services' migrations, starts their consumers on `bus`, and
@@ -223,7 +280,8 @@ impl Runtime {
         database: &StoreConfig,
         settings: Settings,
     ) -> Result<Runtime, ServiceError> {
-        let migrations: Vec<MigrationSet> = services.iter().map(|s| s.migrations()).collect();
+        let mut migrations: Vec<MigrationSet> = vec![RUNTIME_MIGRATIONS];
+        migrations.extend(services.iter().map(|s| s.migrations()));
         let store =
             Store::open(database, &migrations)
                 .await
@@ -231,10 +289,18 @@ impl Runtime {
                     database: database.to_string(),
                     error: Box::new(error),
                 })?;
+        let relay = Relay::new(store.clone(), bus.clone(), settings.instance.clone());
+        let relay_handle = relay.handle();
+        let relay_stop = CancellationToken::new();
+        let relay_task = tokio::spawn(relay.run(relay_stop.clone(), settings.shutdown_grace));
         let ctx = Context {
             bus: bus.clone(),
             store: store.clone(),
             settings: settings.clone(),
+            api: Api {
+                store: store.clone(),
+                relay: relay_handle.clone(),
+            },
         };
         let stop = CancellationToken::new();
         let mut runtime = Runtime {
@@ -242,7 +308,19 @@ impl Runtime {
             tasks: JoinSet::new(),
             stop: stop.clone(),
             store,
+            relay: Some((relay_task, relay_stop, relay_handle)),
+            http: None,
+            grace: settings.shutdown_grace,
         };
+        if let Some(addr) = settings.http {
+            match serve_http(services, &ctx, addr).await {
+                Ok(http) => runtime.http = Some(http),
+                Err(e) => {
+                    runtime.stop_support().await;
+                    return Err(e);
+                }
+            }
+        }
         let mut subscribed = Vec::new();
         for service in services {
             for spec in service.consumers(&ctx)? {
@@ -276,6 +354,7 @@ impl Runtime {
                 let error = runtime.first_failure(index).await;
                 runtime.stop.cancel();
                 while runtime.tasks.join_next().await.is_some() {}
+                runtime.stop_support().await;
                 return Err(error);
             }
         }
@@ -285,6 +364,31 @@ impl Runtime {
     /// The consumers running.
     pub fn consumers(&self) -> &[ConsumerInfo] {
         &self.consumers
+    }
+
+    /// Where the HTTP API listens, if it does.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(addr, _, _)| *addr)
+    }
+
+    /// The outbox relay's handle.
+    pub fn relay(&self) -> Option<&RelayHandle> {
+        self.relay.as_ref().map(|(_, _, handle)| handle)
+    }
+
+    /// Stops the HTTP server (letting requests in progress finish), then the relay (which
+    /// publishes what they committed first).
+    async fn stop_support(&mut self) {
+        if let Some((_, task, stop)) = self.http.take() {
+            stop.cancel();
+            if tokio::time::timeout(self.grace, task).await.is_err() {
+                tracing::warn!("HTTP requests still running after the grace period; their effects are committed or rolled back whole");
+            }
+        }
+        if let Some((task, stop, _)) = self.relay.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
     }
 
     /// The store the services use.
@@ -346,6 +450,7 @@ impl Runtime {
                 });
             }
         }
+        self.stop_support().await;
         self.stop.cancel();
         while let Some(joined) = self.tasks.join_next().await {
             match joined {
@@ -373,4 +478,51 @@ impl Runtime {
             })
             .collect())
     }
+}
+
+/// Binds `addr` and serves every service's routes, `/healthz` and `/openapi.json`.
+async fn serve_http(
+    services: &[Arc<dyn Service>],
+    ctx: &Context,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, JoinHandle<()>, CancellationToken), ServiceError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServiceError::Http {
+            addr,
+            error: e.to_string(),
+        })?;
+    let local = listener.local_addr().map_err(|e| ServiceError::Http {
+        addr,
+        error: e.to_string(),
+    })?;
+    let openapi = crate::openapi::document(services);
+    let mut router = axum::Router::new()
+        .route("/healthz", axum::routing::get(crate::http::healthz))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json(doc) }
+            }),
+        );
+    for service in services {
+        if let Some(routes) = service.routes(ctx) {
+            router = router.merge(routes);
+        }
+    }
+    let router = router
+        .fallback(crate::http::not_found)
+        .layer(axum::middleware::from_fn(crate::http::correlation));
+    let stop = CancellationToken::new();
+    let shutdown = stop.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the HTTP server stopped");
+        }
+    });
+    Ok((local, task, stop))
 }

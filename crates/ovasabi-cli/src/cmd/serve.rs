@@ -11,7 +11,7 @@ use crate::output::outln;
 
 /// `ovasabi up`: every service.
 pub(crate) async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
-    run(global, &["all".to_owned()], args.run).await
+    run(global, &["all".to_owned()], args.run, &args.http).await
 }
 
 /// `ovasabi serve`: the services named.
@@ -23,7 +23,20 @@ pub(crate) async fn serve(global: &Global, args: ServeArgs) -> Result<(), Failur
         }
         return Ok(());
     }
-    run(global, &args.services, args.run).await
+    run(global, &args.services, args.run, &args.http).await
+}
+
+/// Parses `--http`: an address, or `off`.
+fn http_addr(text: &str) -> Result<Option<std::net::SocketAddr>, Failure> {
+    let text = text.trim();
+    if text.is_empty() || text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        Failure::usage(format!(
+            "--http `{text}` is not an address: use host:port such as 127.0.0.1:8080 (port 0 picks a free one), or `off`"
+        ))
+    })
 }
 
 fn service_options(args: &RunArgs) -> ServiceOptions {
@@ -105,10 +118,11 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
-async fn run(global: &Global, names: &[String], args: RunArgs) -> Result<(), Failure> {
+async fn run(global: &Global, names: &[String], args: RunArgs, http: &str) -> Result<(), Failure> {
     let catalog = ovasabi_services::catalog(&service_options(&args));
     let services = ovasabi_services::select(&catalog, names).map_err(service_failure)?;
-    let settings = settings(&args)?;
+    let mut settings = settings(&args)?;
+    settings.http = http_addr(http)?;
     let database = store_config(global)?;
     let bus_name = match bus_choice(global)? {
         BusChoice::Embedded => format!("embedded bus in {}", data_dir(global).display()),
@@ -135,6 +149,9 @@ async fn run(global: &Global, names: &[String], args: RunArgs) -> Result<(), Fai
             consumer.group,
             consumer.topics.join(", ")
         );
+    }
+    if let Some(addr) = runtime.http_addr() {
+        eprintln!("  http      listening on http://{addr} (GET /openapi.json lists the API)");
     }
     eprintln!(
         "ready: {} service{} running; Ctrl-C or SIGTERM stops",

@@ -1,0 +1,23 @@
+//! `commerce`: orders and payments: place, pay (pluggable provider), refund, ship, cancel.
+
+use ovasabi_store::MigrationSet;
+
+use crate::runtime::Service;
+
+/// The `commerce` service.
+#[derive(Clone, Debug, Default)]
+pub struct CommerceService;
+
+impl Service for CommerceService {
+    fn name(&self) -> &'static str {
+        "commerce"
+    }
+
+    fn about(&self) -> &'static str {
+        "orders and payments: place, pay (pluggable provider), refund, ship, cancel"
+    }
+
+    fn migrations(&self) -> MigrationSet {
+        MigrationSet::new("commerce", &[])
+    }
+}

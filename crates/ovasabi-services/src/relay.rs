@@ -1,0 +1,208 @@
+//! The outbox relay: publishes what services wrote to the outbox, in `seq` order, and marks
+//! it published.
+//!
+//! - **Order per aggregate**: rows are fetched in `seq` order (the store makes that commit
+//!   order within an aggregate) and published in that order, consecutive rows of one topic
+//!   as one batch.
+//! - **Nothing skipped**: a row that commits late is unpublished when it appears, and the
+//!   next fetch takes it (the store keeps no cursor).
+//! - **At least once, once after dedup**: a relay stopped between publishing and marking
+//!   publishes those rows again on restart. The event keeps its id, so NATS JetStream drops
+//!   the copy inside its duplicate window (`Nats-Msg-Id`), and consumers recording ids in
+//!   their inbox ignore it on any bus.
+//! - **One relay per database**: several processes may share a database; the relay runs only
+//!   while it holds the lease in `outbox_relay_lease` (renewed every poll, taken over when
+//!   it expires), so two relays never publish one aggregate's events concurrently.
+//! - **Prompt**: a service that commits an outbox row wakes the relay ([`RelayHandle::wake`]);
+//!   otherwise it polls every [`Relay::POLL`], which also picks up rows written by other
+//!   processes.
+
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ovasabi_core::{Event, Publisher};
+use ovasabi_store::{params, OutboxRecord, Store, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Wakes the relay and reads its counters; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct RelayHandle {
+    inner: Arc<RelayShared>,
+}
+
+#[derive(Debug, Default)]
+struct RelayShared {
+    wake: Notify,
+    published: AtomicU64,
+}
+
+impl RelayHandle {
+    /// Asks the relay to look at the outbox now (after a commit that appended rows).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Events this process's relay has published.
+    pub fn published(&self) -> u64 {
+        self.inner.published.load(AtomicOrdering::Relaxed)
+    }
+}
+
+/// The relay of one store's outbox to one bus.
+pub struct Relay {
+    store: Store,
+    bus: Arc<dyn Publisher>,
+    owner: String,
+    handle: RelayHandle,
+}
+
+impl Relay {
+    /// How often an idle relay looks at the outbox.
+    pub const POLL: Duration = Duration::from_millis(200);
+    /// How long a lease lasts without renewal.
+    pub const LEASE: Duration = Duration::from_secs(10);
+    /// Rows per fetch.
+    pub const BATCH: usize = 256;
+
+    /// A relay from `store` to `bus`; `owner` names this process in the lease.
+    pub fn new(store: Store, bus: Arc<dyn Publisher>, owner: impl Into<String>) -> Relay {
+        Relay {
+            store,
+            bus,
+            owner: owner.into(),
+            handle: RelayHandle::default(),
+        }
+    }
+
+    /// Its handle.
+    pub fn handle(&self) -> RelayHandle {
+        self.handle.clone()
+    }
+
+    /// Takes or renews the lease; whether this process holds it.
+    async fn lease(&self) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(Self::LEASE).unwrap_or_default();
+        self.store
+            .execute(
+                "INSERT INTO outbox_relay_lease (id, owner, expires_at) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+                params![self.owner.as_str(), until],
+            )
+            .await?;
+        let renewed = self
+            .store
+            .execute(
+                "UPDATE outbox_relay_lease SET owner = $1, expires_at = $2
+                 WHERE id = 1 AND (owner = $1 OR expires_at < $3)",
+                params![self.owner.as_str(), until, now],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives the lease up (at shutdown), so another process takes over at once.
+    async fn release(&self) {
+        let _ = self
+            .store
+            .execute(
+                "UPDATE outbox_relay_lease SET expires_at = $2 WHERE id = 1 AND owner = $1",
+                params![self.owner.as_str(), Utc::now()],
+            )
+            .await;
+    }
+
+    /// Publishes one fetch's rows: consecutive rows of one topic as one batch, in order.
+    /// Returns how many were published.
+    async fn publish(&self, rows: &[OutboxRecord]) -> Result<usize, String> {
+        let mut start = 0;
+        while start < rows.len() {
+            let topic = &rows[start].topic;
+            let end = rows[start..]
+                .iter()
+                .position(|r| &r.topic != topic)
+                .map_or(rows.len(), |n| start + n);
+            let events: Vec<Event> = rows[start..end].iter().map(|r| r.event.clone()).collect();
+            self.bus
+                .publish_batch(topic, events)
+                .await
+                .map_err(|e| format!("publishing to {topic}: {e}"))?;
+            let seqs: Vec<i64> = rows[start..end].iter().map(|r| r.seq).collect();
+            self.store
+                .outbox()
+                .mark_published(&seqs)
+                .await
+                .map_err(|e| format!("marking published: {e}"))?;
+            self.handle
+                .inner
+                .published
+                .fetch_add((end - start) as u64, AtomicOrdering::Relaxed);
+            start = end;
+        }
+        Ok(rows.len())
+    }
+
+    /// Runs until `stop`, then publishes what is already committed (for up to `grace`) and
+    /// gives up the lease.
+    pub async fn run(self, stop: CancellationToken, grace: Duration) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let pass = async {
+                if !self.lease().await.map_err(|e| format!("lease: {e}"))? {
+                    return Ok::<_, String>(0);
+                }
+                let rows = self
+                    .store
+                    .outbox()
+                    .fetch_ready(Self::BATCH)
+                    .await
+                    .map_err(|e| format!("reading the outbox: {e}"))?;
+                self.publish(&rows).await
+            };
+            let outcome = tokio::select! {
+                outcome = pass => outcome,
+                _ = stop.cancelled() => break,
+            };
+            match outcome {
+                Ok(n) => {
+                    backoff = Duration::from_millis(50);
+                    if n == Self::BATCH {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = self.handle.inner.wake.notified() => {}
+                        _ = tokio::time::sleep(Self::POLL) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_ms = backoff.as_millis() as u64, "outbox relay: will retry");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // Drain what committed before the stop, so an accepted request's event goes out.
+        let drain = async {
+            while let Ok(true) = self.lease().await {
+                match self.store.outbox().fetch_ready(Self::BATCH).await {
+                    Ok(rows) if !rows.is_empty() => {
+                        if let Err(error) = self.publish(&rows).await {
+                            tracing::warn!(%error, "outbox relay: stopping with rows unpublished; they go out at the next start");
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(grace, drain).await;
+        self.release().await;
+    }
+}

@@ -1,0 +1,193 @@
+//! A platform for tests: chosen services on an embedded bus and SQLite in a temporary
+//! directory (or any bus and database), the HTTP API on a free port, a real HTTP client, and
+//! a reader of what reached the bus.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ovasabi_core::{Bus, Event, StartFrom, SubscribeOptions};
+use ovasabi_embedded::{EmbeddedBus, EmbeddedConfig};
+use ovasabi_schema::{Contracts, Registry, ValidatingBus};
+use ovasabi_services::{Runtime, Service, Settings};
+use ovasabi_store::StoreConfig;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Running services with their HTTP API.
+pub struct Platform {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The HTTP client.
+    pub client: reqwest::Client,
+    /// The bus (checking contracts on publish, as `ovasabi up` does).
+    pub bus: Arc<dyn Bus>,
+    /// The database.
+    pub database: StoreConfig,
+    stop: Option<oneshot::Sender<()>>,
+    running: Option<JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The contracts `ovasabi up` enforces.
+pub fn contracts() -> Contracts {
+    let registry = Registry::builtin().unwrap_or_else(|e| panic!("schemas load: {e:?}"));
+    Contracts::new(Arc::new(registry), ovasabi_events::upcasters())
+}
+
+impl Platform {
+    /// `services` on a fresh embedded bus and SQLite database.
+    pub async fn embedded(services: Vec<Arc<dyn Service>>) -> Platform {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Bus> = Arc::new(
+            EmbeddedBus::open(EmbeddedConfig::new(dir.path().join("bus")))
+                .await
+                .unwrap(),
+        );
+        let database = StoreConfig::sqlite(dir.path().join("ovasabi.db"));
+        let mut platform = Platform::start(services, inner, database).await;
+        platform._dir = Some(dir);
+        platform
+    }
+
+    /// `services` on `bus` and `database`.
+    pub async fn start(
+        services: Vec<Arc<dyn Service>>,
+        inner: Arc<dyn Bus>,
+        database: StoreConfig,
+    ) -> Platform {
+        let bus: Arc<dyn Bus> = Arc::new(ValidatingBus::new(inner, contracts()));
+        let settings = Settings {
+            instance: "test".to_owned(),
+            ack_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            ..Settings::default()
+        };
+        let runtime = Runtime::start(&services, bus.clone(), &database, settings)
+            .await
+            .unwrap_or_else(|e| panic!("services start: {e}"));
+        let addr = runtime.http_addr().expect("the HTTP API listens");
+        let (tx, rx) = oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            let reports = runtime
+                .wait(async move {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = reports {
+                panic!("services failed: {e}");
+            }
+        });
+        Platform {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            bus,
+            database,
+            stop: Some(tx),
+            running: Some(running),
+            _dir: None,
+        }
+    }
+
+    /// POSTs `body` as JSON (with an `Idempotency-Key` when given); the status, the JSON
+    /// answer and the headers.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let json = response.json().await.unwrap_or(Value::Null);
+        (status, json, headers)
+    }
+
+    /// POSTs with extra headers.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let json = response.json().await.unwrap_or(Value::Null);
+        (status, json, headers)
+    }
+
+    /// GETs `path`; the status and the JSON answer.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The events on `topic` from the beginning, once at least `expected` arrived (or
+    /// `timeout` passed), and then whatever follows within 200 ms.
+    pub async fn events(&self, topic: &str, expected: usize, timeout: Duration) -> Vec<Event> {
+        let options = SubscribeOptions::new(format!("reader-{}", uuid_like()), [topic])
+            .unwrap()
+            .start(StartFrom::Beginning)
+            .ephemeral(true);
+        let mut sub = self.bus.subscribe(options).await.unwrap();
+        let mut events = Vec::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let wait = if events.len() >= expected {
+                Duration::from_millis(200)
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            match tokio::time::timeout(wait, sub.next()).await {
+                Ok(Some(Ok(delivery))) => {
+                    events.push(delivery.event().clone());
+                    let _ = delivery.ack().await;
+                }
+                _ => break,
+            }
+        }
+        sub.close().await;
+        events
+    }
+
+    /// Stops the services (gracefully) and waits.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(running) = self.running.take() {
+            running.await.unwrap();
+        }
+        let _ = self.bus.close().await;
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
