@@ -8,6 +8,13 @@ use crate::runtime::Service;
 #[derive(Clone, Debug, Default)]
 pub struct CommerceService;
 
+impl CommerceService {
+    /// The service with the default payment provider.
+    pub fn default_provider() -> CommerceService {
+        CommerceService
+    }
+}
+
 impl Service for CommerceService {
     fn name(&self) -> &'static str {
         "commerce"

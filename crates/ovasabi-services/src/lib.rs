@@ -47,7 +47,7 @@ pub fn catalog(options: &ServiceOptions) -> Vec<Arc<dyn Service>> {
     vec![
         Arc::new(users::UsersService),
         Arc::new(content::ContentService),
-        Arc::new(commerce::CommerceService::default()),
+        Arc::new(commerce::CommerceService::default_provider()),
         Arc::new(wallet::WalletService),
         Arc::new(messaging::MessagingService),
         Arc::new(AuditService::new(options.audit_topics.clone())),
