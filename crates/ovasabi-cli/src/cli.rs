@@ -117,6 +117,9 @@ pub(crate) struct RunArgs {
     /// How long running handlers get to finish once asked to stop
     #[arg(long, default_value = "10s")]
     pub(crate) shutdown_grace: String,
+    /// A pause before each pass of the outbox relay, for crash tests
+    #[arg(long, default_value = "0", hide = true)]
+    pub(crate) relay_delay: String,
     /// Topics and patterns the audit trail records, comma-separated
     #[arg(
         long,

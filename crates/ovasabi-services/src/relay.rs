@@ -57,6 +57,7 @@ pub struct Relay {
     bus: Arc<dyn Publisher>,
     owner: String,
     handle: RelayHandle,
+    delay: Duration,
 }
 
 impl Relay {
@@ -74,7 +75,15 @@ impl Relay {
             bus,
             owner: owner.into(),
             handle: RelayHandle::default(),
+            delay: Duration::ZERO,
         }
+    }
+
+    /// Waits `delay` before each pass over the outbox (crash tests use it to hold committed
+    /// events back from the bus).
+    pub fn with_delay(mut self, delay: Duration) -> Relay {
+        self.delay = delay;
+        self
     }
 
     /// Its handle.
@@ -150,6 +159,12 @@ impl Relay {
     pub async fn run(self, stop: CancellationToken, grace: Duration) {
         let mut backoff = Duration::from_millis(50);
         loop {
+            if !self.delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.delay) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
             let pass = async {
                 if !self.lease().await.map_err(|e| format!("lease: {e}"))? {
                     return Ok::<_, String>(0);

@@ -42,6 +42,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Where the HTTP API listens; `None` for no HTTP server.
     pub http: Option<SocketAddr>,
+    /// A pause before each pass of the outbox relay (zero but in crash tests).
+    pub relay_delay: Duration,
 }
 
 impl Default for Settings {
@@ -52,6 +54,7 @@ impl Default for Settings {
             concurrency: Consumer::<Arc<dyn Handler>>::DEFAULT_CONCURRENCY,
             shutdown_grace: Consumer::<Arc<dyn Handler>>::DEFAULT_SHUTDOWN_GRACE,
             http: None,
+            relay_delay: Duration::ZERO,
         }
     }
 }
@@ -289,7 +292,8 @@ impl Runtime {
                     database: database.to_string(),
                     error: Box::new(error),
                 })?;
-        let relay = Relay::new(store.clone(), bus.clone(), settings.instance.clone());
+        let relay = Relay::new(store.clone(), bus.clone(), settings.instance.clone())
+            .with_delay(settings.relay_delay);
         let relay_handle = relay.handle();
         let relay_stop = CancellationToken::new();
         let relay_task = tokio::spawn(relay.run(relay_stop.clone(), settings.shutdown_grace));

@@ -58,7 +58,9 @@ fn settings(args: &RunArgs) -> Result<Settings, Failure> {
     if args.concurrency == 0 {
         return Err(Failure::usage("--concurrency must be at least 1"));
     }
+    let relay_delay = parse_duration("--relay-delay", &args.relay_delay)?.unwrap_or(Duration::ZERO);
     let mut settings = Settings {
+        relay_delay,
         ack_timeout,
         concurrency: args.concurrency,
         shutdown_grace,
