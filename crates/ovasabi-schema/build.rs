@@ -1,5 +1,6 @@
 //! Compiles the repository's `schemas/` directory into the crate: every `.json` file under
-//! it becomes an entry of `BUILTIN` (its path relative to `schemas/`, and its text).
+//! it (JSON Schemas) and every `.proto` file (their Protobuf encodings) becomes an entry of
+//! `BUILTIN` (its path relative to `schemas/`, and its text).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,10 @@ fn collect(dir: &Path, root: &Path, out: &mut Vec<(String, PathBuf)>) {
         let path = entry.path();
         if path.is_dir() {
             collect(&path, root, out);
-        } else if path.extension().is_some_and(|e| e == "json") {
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "json" || e == "proto")
+        {
             let relative = path
                 .strip_prefix(root)
                 .expect("under the root")

@@ -54,7 +54,12 @@ fn up(data_dir: &std::path::Path, extra: &[&str]) -> Up {
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("ovasabi up did not listen:\n{}", log.lock().unwrap().join("\n")));
+        .unwrap_or_else(|_| {
+            panic!(
+                "ovasabi up did not listen:\n{}",
+                log.lock().unwrap().join("\n")
+            )
+        });
     Up { child, addr, log }
 }
 
@@ -110,8 +115,12 @@ async fn sigkill_between_commit_and_publish_loses_nothing_and_duplicates_nothing
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for c in 0..4 {
-        let (client, addr, outcomes, stop) =
-            (client.clone(), first.addr.clone(), outcomes.clone(), stop.clone());
+        let (client, addr, outcomes, stop) = (
+            client.clone(),
+            first.addr.clone(),
+            outcomes.clone(),
+            stop.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -141,7 +150,10 @@ async fn sigkill_between_commit_and_publish_loses_nothing_and_duplicates_nothing
         if created >= 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "only {created} registrations in 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "only {created} registrations in 60 s"
+        );
     }
     first.child.kill().unwrap();
     first.child.wait().unwrap();
@@ -150,7 +162,10 @@ async fn sigkill_between_commit_and_publish_loses_nothing_and_duplicates_nothing
         c.await.unwrap();
     }
     let waiting = unpublished(&db).await;
-    assert!(waiting > 0, "the kill came with no committed event waiting for the relay");
+    assert!(
+        waiting > 0,
+        "the kill came with no committed event waiting for the relay"
+    );
     eprintln!("killed with {waiting} committed events not yet published");
 
     // Restart; retry every request whose answer was lost, with its key.
@@ -164,12 +179,21 @@ async fn sigkill_between_commit_and_publish_loses_nothing_and_duplicates_nothing
         .collect();
     for (key, email) in &retries {
         let outcome = register(&client, &second.addr, key, email).await;
-        assert!(!matches!(outcome, Outcome::Unknown), "retry of {key} failed");
-        outcomes.lock().unwrap().insert(key.clone(), (email.clone(), outcome));
+        assert!(
+            !matches!(outcome, Outcome::Unknown),
+            "retry of {key} failed"
+        );
+        outcomes
+            .lock()
+            .unwrap()
+            .insert(key.clone(), (email.clone(), outcome));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while unpublished(&db).await > 0 {
-        assert!(Instant::now() < deadline, "the relay did not drain the outbox");
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not drain the outbox"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut second = second;
@@ -177,7 +201,11 @@ async fn sigkill_between_commit_and_publish_loses_nothing_and_duplicates_nothing
         .args(["-TERM", &second.child.id().to_string()])
         .status();
     let status = second.child.wait().unwrap();
-    assert!(status.success(), "{}", second.log.lock().unwrap().join("\n"));
+    assert!(
+        status.success(),
+        "{}",
+        second.log.lock().unwrap().join("\n")
+    );
 
     // What reached the bus.
     let out = Command::new(BIN)
@@ -187,7 +215,11 @@ async fn sigkill_between_commit_and_publish_loses_nothing_and_duplicates_nothing
         .args(["events", "tail", "user.events", "--format", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut ids_by_user: HashMap<String, HashSet<String>> = HashMap::new();
     let mut users_by_email: HashMap<String, HashSet<String>> = HashMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -214,12 +246,19 @@ async fn sigkill_between_commit_and_publish_loses_nothing_and_duplicates_nothing
         let ids = ids_by_user
             .get(*id)
             .unwrap_or_else(|| panic!("user {id} was answered 201 but never published"));
-        assert_eq!(ids.len(), 1, "user {id} published as different events: {ids:?}");
+        assert_eq!(
+            ids.len(),
+            1,
+            "user {id} published as different events: {ids:?}"
+        );
     }
     // Nothing else was published: every event belongs to an answered registration, and
     // no email (refused duplicates included) has two users.
     for user in ids_by_user.keys() {
-        assert!(created.contains(user), "event for {user}, which no request created");
+        assert!(
+            created.contains(user),
+            "event for {user}, which no request created"
+        );
     }
     for (email, users) in &users_by_email {
         assert_eq!(users.len(), 1, "{email} registered twice: {users:?}");

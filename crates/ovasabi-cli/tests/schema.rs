@@ -262,3 +262,77 @@ fn list_and_show() {
     let out = ovasabi(tmp.path(), &["schema", "show", "user.nope"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A v2 of `user.profile_updated` whose `.proto` gives `bio`'s field number to a new field:
+/// fine as JSON (an optional field swapped for another), broken on the wire, where events
+/// written with v1 would be read with their biography as the nickname.
+#[test]
+fn a_reused_protobuf_field_number_fails_the_check_naming_the_field_and_the_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schemas = tmp.path().join("schemas");
+    copy_dir(&repo_schemas(), &schemas);
+    let ty = schemas.join("user.profile_updated");
+    let mut v2 = read_json(&ty.join("v1.json"));
+    v2["$id"] = "urn:ovasabi:schema:user.profile_updated:2".into();
+    v2["title"] = "user.profile_updated v2".into();
+    v2["properties"].as_object_mut().unwrap().remove("bio");
+    v2["properties"]["nickname"] =
+        serde_json::json!({"type": "string", "description": "A nickname."});
+    for example in v2["examples"].as_array_mut().unwrap() {
+        example.as_object_mut().unwrap().remove("bio");
+    }
+    write_json(&ty.join("v2.json"), &v2);
+    let proto = std::fs::read_to_string(ty.join("v1.proto"))
+        .unwrap()
+        .replace(".v1;", ".v2;");
+    let reused = proto.replace("optional string bio = 5;", "optional string nickname = 5;");
+    std::fs::write(ty.join("v2.proto"), &reused).unwrap();
+
+    let out = ovasabi(
+        tmp.path(),
+        &["schema", "check", "--dir", schemas.to_str().unwrap()],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("user.profile_updated v2 breaks Protobuf wire compatibility against v1")
+            && all.contains("field `nickname` (number 5)")
+            && all.contains("`bio`")
+            && all.contains("proto_field_number_reused"),
+        "{all}"
+    );
+    let json = ovasabi(
+        tmp.path(),
+        &[
+            "schema",
+            "check",
+            "--dir",
+            schemas.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    let finding: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&json.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(finding["event_type"], "user.profile_updated");
+    assert_eq!(finding["version"], 2);
+    assert_eq!(finding["rule"], "proto_field_number_reused");
+    assert_eq!(finding["field"], "nickname");
+
+    // The same v2 with a new number, and bio's number reserved, passes.
+    let fixed = proto.replace(
+        "optional string bio = 5;",
+        "reserved 5;\n  reserved \"bio\";\n  optional string nickname = 8;",
+    );
+    std::fs::write(ty.join("v2.proto"), fixed).unwrap();
+    let out = ovasabi(
+        tmp.path(),
+        &["schema", "check", "--dir", schemas.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}

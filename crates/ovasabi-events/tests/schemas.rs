@@ -88,6 +88,9 @@ fn load_catalog() -> Catalog {
         if name == "_defs" {
             for def in sorted_entries(&path) {
                 let file = def.file_name().to_string_lossy().into_owned();
+                if file.ends_with(".proto") {
+                    continue; // Protobuf encodings: checked by ovasabi-schema's loader.
+                }
                 let stem = file.strip_suffix(".json").unwrap_or_else(|| {
                     panic!("schemas/_defs/{file}: shared definitions are `<name>.json`")
                 });
@@ -102,6 +105,9 @@ fn load_catalog() -> Catalog {
         };
         for file in sorted_entries(&path) {
             let file_name = file.file_name().to_string_lossy().into_owned();
+            if file_name.ends_with(".proto") {
+                continue; // Protobuf encodings: checked by ovasabi-schema's loader.
+            }
             let version = file_name
                 .strip_prefix('v')
                 .and_then(|rest| rest.strip_suffix(".json"))

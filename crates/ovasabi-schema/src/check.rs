@@ -10,6 +10,11 @@
 //!   edited, a new version is added instead. A released type's compatibility mode must not
 //!   be loosened silently either. New versions are then covered by the history check, which
 //!   compares them with the released ones.
+//!
+//! Both apply the Protobuf wire rules ([`crate::protobuf::wire_check`]) too, with rule codes
+//! `proto_…`: between consecutive versions that have a `.proto` (in every mode but `NONE`),
+//! and between a released version's `.proto` and the current one, which must not be
+//! removed either (`released_proto_removed`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::compat;
+use crate::protobuf::{self, WireBreak};
 use crate::registry::Registry;
 
 /// One breaking change.
@@ -72,8 +78,53 @@ pub fn history(registry: &Registry) -> Vec<Finding> {
                 });
             }
         }
+        if schema.meta.compatibility == compat::Mode::None {
+            continue;
+        }
+        let mut previous = None;
+        for version in schema.versions.values() {
+            let Some(proto) = &version.protobuf else {
+                continue;
+            };
+            if let Some((earlier, earlier_proto)) = previous {
+                for wire in protobuf::wire_check(earlier_proto, &proto.descriptor) {
+                    findings.push(wire_finding(
+                        &schema.meta.event_type,
+                        version.version,
+                        format!("v{earlier}"),
+                        format!(
+                            "v{} breaks Protobuf wire compatibility against v{earlier} ({})",
+                            version.version, proto.origin
+                        ),
+                        wire,
+                    ));
+                }
+            }
+            previous = Some((version.version, &proto.descriptor));
+        }
     }
     findings
+}
+
+/// A finding of the Protobuf wire rules.
+fn wire_finding(
+    event_type: &str,
+    version: u32,
+    against: String,
+    prefix: String,
+    wire: WireBreak,
+) -> Finding {
+    Finding {
+        event_type: event_type.to_owned(),
+        version,
+        against,
+        message: format!(
+            "{prefix}: field `{}` (number {}): {}",
+            wire.field, wire.number, wire.detail
+        ),
+        field: wire.field,
+        rule: wire.rule.code().to_owned(),
+    }
 }
 
 /// A checker's field, `(payload)` for the whole payload.
@@ -210,6 +261,37 @@ pub fn against_released(current: &Registry, released: &Registry, label: &str) ->
                     ),
                 });
             }
+            if let Some(released_proto) = &released_version.protobuf {
+                let Some(current_proto) = &current_version.protobuf else {
+                    findings.push(Finding {
+                        event_type: ty.clone(),
+                        version: *version,
+                        against: format!("released v{version} ({label})"),
+                        field: "(schema)".to_owned(),
+                        rule: "released_proto_removed".to_owned(),
+                        message: format!(
+                            "v{version}'s .proto was released at {label} and is removed: \
+                             producers of the release may still write v{version} as Protobuf; \
+                             restore it"
+                        ),
+                    });
+                    continue;
+                };
+                for wire in
+                    protobuf::wire_check(&released_proto.descriptor, &current_proto.descriptor)
+                {
+                    findings.push(wire_finding(
+                        ty,
+                        *version,
+                        format!("released v{version} ({label})"),
+                        format!(
+                            "v{version}'s .proto breaks Protobuf wire compatibility against the \
+                             one released at {label}"
+                        ),
+                        wire,
+                    ));
+                }
+            }
         }
     }
     findings
@@ -261,7 +343,10 @@ pub fn files_at_revision(dir: &Path, rev: &str) -> Result<Vec<(String, String)>,
         ".",
     ])?;
     let mut files = Vec::new();
-    for path in listing.lines().filter(|p| p.ends_with(".json")) {
+    for path in listing
+        .lines()
+        .filter(|p| p.ends_with(".json") || p.ends_with(".proto"))
+    {
         let text = git(&["show", &format!("{rev}:{path}")])?;
         let relative = path.strip_prefix(&prefix).unwrap_or(path).to_owned();
         files.push((relative, text));

@@ -11,8 +11,11 @@
 //! | type not registered, or `dataschema` another URI | passed unchecked (events from outside keep their own contracts) | passed unchecked |
 //!
 //! A registered type's payload must be JSON (`datacontenttype` absent, `application/json`
-//! or `…+json`). A refused publish is a [`BusError::InvalidEvent`] whose attribute is `data`
-//! and whose reason names each failing field and rule; the caller's error, nothing written.
+//! or `…+json`), or Protobuf (`application/protobuf`, `application/x-protobuf`) when the
+//! version has a `.proto`: then it is decoded with the version's message, mapped to JSON and
+//! checked against the same JSON Schema ([`crate::protobuf`]). A refused publish is a
+//! [`BusError::InvalidEvent`] whose attribute is `data` and whose reason names each failing
+//! field and rule; the caller's error, nothing written.
 //! An invalid event consumed fails with a permanent [`HandlerError`] (reason
 //! [`SCHEMA_VIOLATION_REASON`]), so the consumer dead-letters it with that reason and the
 //! message naming the field and rule, at once, and goes on with the next event.
@@ -28,7 +31,8 @@ use ovasabi_core::{
 use ovasabi_middleware::{Handler, HandlerError, Layer, Message, Outgoing};
 use serde_json::Value;
 
-use crate::registry::{parse_schema_uri, schema_uri, PayloadError, Registry};
+use crate::protobuf;
+use crate::registry::{parse_schema_uri, schema_uri, PayloadError, Registry, Version};
 
 /// The `deadletterreason` of an event dead-lettered because it breaks its contract.
 pub const SCHEMA_VIOLATION_REASON: &str = "schema violation";
@@ -166,11 +170,12 @@ impl Contracts {
         let Some(version) = self.version_of(event)? else {
             return Ok(None);
         };
-        let data = payload(event)?;
-        self.registry
+        let schema = self
+            .registry
             .version(&event.ty, version)
-            .expect("version_of returns registered versions")
-            .validate(&event.ty, &data)?;
+            .expect("version_of returns registered versions");
+        let data = payload(event, schema)?;
+        schema.validate(&event.ty, &data)?;
         Ok(Some(version))
     }
 
@@ -197,15 +202,31 @@ impl Contracts {
     }
 
     /// Converts a checked event of version `from` to `to` (payload and `dataschema`).
+    ///
+    /// A Protobuf event stays Protobuf when version `to` has a `.proto`, and becomes JSON
+    /// otherwise.
     pub fn upcast(&self, event: &Event, from: u32, to: u32) -> Result<Event, String> {
-        let data = payload(event).map_err(|e| e.to_string())?;
+        let version = |n: u32| {
+            self.registry
+                .version(&event.ty, n)
+                .ok_or_else(|| format!("{} has no version {n}", event.ty))
+        };
+        let data = payload(event, version(from)?).map_err(|e| e.to_string())?;
         let data = self.upcasters.upcast(&event.ty, from, to, data)?;
         let mut converted = event.clone();
         converted.dataschema = Some(schema_uri(&event.ty, to));
-        let content_type = event
+        let was_protobuf = event
             .datacontenttype
-            .clone()
-            .unwrap_or_else(|| "application/json".to_owned());
+            .as_deref()
+            .is_some_and(protobuf::is_protobuf);
+        if let (true, Some(proto)) = (was_protobuf, &version(to)?.protobuf) {
+            converted.data = Some(proto.encode(&data)?.into());
+            return Ok(converted);
+        }
+        let content_type = match &event.datacontenttype {
+            Some(ct) if !was_protobuf => ct.clone(),
+            _ => "application/json".to_owned(),
+        };
         converted.datacontenttype = Some(content_type);
         converted.data = Some(serde_json::to_vec(&data).map_err(|e| e.to_string())?.into());
         Ok(converted)
@@ -216,8 +237,9 @@ fn versions<'a>(keys: impl Iterator<Item = &'a u32>) -> String {
     keys.map(|v| format!("v{v}")).collect::<Vec<_>>().join(", ")
 }
 
-/// The event's payload as JSON, or why a registered type's payload cannot be read.
-fn payload(event: &Event) -> Result<Value, ContractError> {
+/// The event's payload as JSON (a Protobuf one decoded with `version`'s message), or why a
+/// registered type's payload cannot be read.
+fn payload(event: &Event, version: &Version) -> Result<Value, ContractError> {
     if let Some(ct) = event.datacontenttype.as_deref() {
         let essence = ct
             .split(';')
@@ -225,10 +247,33 @@ fn payload(event: &Event) -> Result<Value, ContractError> {
             .unwrap_or(ct)
             .trim()
             .to_ascii_lowercase();
+        if protobuf::is_protobuf(&essence) {
+            let Some(proto) = &version.protobuf else {
+                return Err(ContractError::Envelope(format!(
+                    "datacontenttype `{ct}`: {} v{} has no Protobuf encoding ({}/v{}.proto); \
+                     publish it as JSON (application/json)",
+                    event.ty, version.version, event.ty, version.version
+                )));
+            };
+            return proto
+                .decode(event.data.as_deref().unwrap_or_default())
+                .map_err(|violations| {
+                    ContractError::Payload(PayloadError {
+                        event_type: event.ty.clone(),
+                        version: version.version,
+                        violations,
+                    })
+                });
+        }
         if essence != "application/json" && !essence.ends_with("+json") {
             return Err(ContractError::Envelope(format!(
-                "datacontenttype `{ct}`: events of type `{}` carry JSON (application/json)",
-                event.ty
+                "datacontenttype `{ct}`: events of type `{}` carry JSON (application/json){}",
+                event.ty,
+                if version.protobuf.is_some() {
+                    " or Protobuf (application/protobuf)"
+                } else {
+                    ""
+                }
             )));
         }
     }

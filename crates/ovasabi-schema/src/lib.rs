@@ -23,12 +23,16 @@
 //! - [`asyncapi`] — the registry as an AsyncAPI 3.0 document (channels per topic, operations
 //!   per service, a message per type and version), as JSON or YAML.
 //! - [`catalog`] — the registry as a Markdown catalog for people: fields, changes, examples.
+//! - [`protobuf`] — Protobuf (`application/protobuf`) as a second encoding: a version's
+//!   `v<N>.proto` compiled without `protoc`, payloads decoded, mapped to JSON and held to the
+//!   same JSON Schema, and the wire-compatibility rules between versions.
 
 pub mod asyncapi;
 pub mod catalog;
 pub mod check;
 pub mod compat;
 pub mod contracts;
+pub mod protobuf;
 pub mod registry;
 
 pub use contracts::{

@@ -1,12 +1,13 @@
 //! The schema registry: every event type's versions, loaded from `schemas/` (compiled in)
-//! and optionally from a directory of extra ones, each compiled once into a validator.
+//! and optionally from a directory of extra ones, each compiled once into a validator, with
+//! its Protobuf encoding when a `v<N>.proto` sits beside it ([`crate::protobuf`]).
 //!
 //! The layout of the files is in `schemas/README.md`. Loading checks it: a file in the wrong
 //! place, a `$id` that does not match its path, a gap in the versions, an example that does
 //! not validate — each is an error naming the file and what to fix, so a broken schema never
 //! reaches a running service.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use ovasabi_core::naming::{validate_event_type, validate_topic};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::compat::Mode;
+use crate::protobuf::ProtoVersion;
 
 include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
@@ -59,6 +61,8 @@ pub struct Version {
     pub schema: Value,
     /// Where it was loaded from (`user.registered/v1.json`, or a path).
     pub origin: String,
+    /// Its Protobuf encoding (`v<N>.proto` beside the JSON Schema), if it has one.
+    pub protobuf: Option<ProtoVersion>,
     validator: jsonschema::Validator,
 }
 
@@ -67,6 +71,7 @@ impl std::fmt::Debug for Version {
         f.debug_struct("Version")
             .field("version", &self.version)
             .field("origin", &self.origin)
+            .field("protobuf", &self.protobuf)
             .finish_non_exhaustive()
     }
 }
@@ -265,7 +270,12 @@ impl Registry {
         let mut metas: BTreeMap<String, (String, TypeMeta)> = BTreeMap::new();
         let mut schemas: BTreeMap<String, BTreeMap<u32, (String, Value)>> = BTreeMap::new();
         let mut definitions = BTreeMap::new();
+        let mut protos = BTreeMap::new();
         for (path, text) in files {
+            if path.ends_with(".proto") {
+                protos.insert(path, text);
+                continue;
+            }
             let fail = |reason: String| LoadError {
                 file: path.clone(),
                 reason,
@@ -348,6 +358,10 @@ impl Registry {
                 .insert(version, (path.clone(), value));
         }
 
+        let json_versions: BTreeSet<String> = schemas
+            .values()
+            .flat_map(|versions| versions.values().map(|(path, _)| path.clone()))
+            .collect();
         let mut registry = Registry {
             types: BTreeMap::new(),
             definitions,
@@ -385,6 +399,7 @@ impl Registry {
                             version,
                             schema,
                             origin: path.clone(),
+                            protobuf: None,
                             validator,
                         };
                         if v.examples().is_empty() {
@@ -418,6 +433,17 @@ impl Registry {
                         versions: compiled,
                     },
                 );
+            }
+        }
+        let (encodings, proto_errors) = crate::protobuf::load(protos, &registry, &json_versions);
+        errors.extend(proto_errors);
+        for loaded in encodings {
+            if let Some(version) = registry
+                .types
+                .get_mut(&loaded.event_type)
+                .and_then(|schema| schema.versions.get_mut(&loaded.version))
+            {
+                version.protobuf = Some(loaded.proto);
             }
         }
         for (ty, (path, _)) in metas {
@@ -501,7 +527,7 @@ fn compile(
         .map_err(|e| format!("not a valid JSON Schema: {e}"))
 }
 
-/// Reads every `.json` file under `dir`, as `(path relative to dir, text)`.
+/// Reads every `.json` and `.proto` file under `dir`, as `(path relative to dir, text)`.
 fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(), LoadError> {
         let entries = std::fs::read_dir(dir).map_err(|e| LoadError {
@@ -516,7 +542,10 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
             let path = entry.path();
             if path.is_dir() {
                 walk(root, &path, out)?;
-            } else if path.extension().is_some_and(|e| e == "json") {
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "json" || e == "proto")
+            {
                 let text = std::fs::read_to_string(&path).map_err(|e| LoadError {
                     file: path.display().to_string(),
                     reason: format!("cannot read: {e}"),
