@@ -366,6 +366,22 @@ pub(crate) enum BenchCommand {
     /// What checking payloads against their schemas costs: checked vs unchecked publish,
     /// in one run.
     Contracts(BenchContractsArgs),
+    /// Requests/s and latency of a write endpoint over HTTP with its event through the
+    /// outbox, beside the same handler with publishing off, in one run.
+    Http(BenchHttpArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchHttpArgs {
+    /// Requests per measurement
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) requests: usize,
+    /// Requests in flight (keep-alive connections)
+    #[arg(long, default_value_t = 64)]
+    pub(crate) connections: usize,
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Args)]

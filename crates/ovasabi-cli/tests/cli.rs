@@ -35,7 +35,7 @@ fn publish_then_tail_round_trips_a_valid_cloudevent() {
             "--type",
             "user.registered",
             "--data",
-            r#"{"user_id":"u1","email":"ada@example.com"}"#,
+            r#"{"user_id":"u1","email":"ada@example.com","registered_at":"2026-11-27T10:00:00Z"}"#,
             "--key",
             "u1",
             "--subject",
@@ -60,7 +60,7 @@ fn publish_then_tail_round_trips_a_valid_cloudevent() {
             "--type",
             "user.profile_updated",
             "--data",
-            r#"{"user_id":"u1"}"#,
+            r#"{"user_id":"u1","changed_fields":["display_name"],"display_name":"Ada","updated_at":"2026-11-27T10:05:00Z"}"#,
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -83,7 +83,7 @@ fn publish_then_tail_round_trips_a_valid_cloudevent() {
     assert_eq!(first["datacontenttype"], "application/json");
     assert_eq!(
         first["data"],
-        serde_json::json!({"user_id": "u1", "email": "ada@example.com"})
+        serde_json::json!({"user_id": "u1", "email": "ada@example.com", "registered_at": "2026-11-27T10:00:00Z"})
     );
     assert!(first["time"]
         .as_str()
@@ -118,7 +118,9 @@ fn publish_then_tail_round_trips_a_valid_cloudevent() {
 fn a_durable_group_tails_from_where_it_stopped_and_topics_shows_its_lag() {
     let dir = tempfile::tempdir().unwrap();
     for n in 0..3 {
-        let data = format!(r#"{{"n":{n}}}"#);
+        let data = format!(
+            r#"{{"content_id":"c{n}","author_id":"u1","kind":"post","body":"post {n}","visibility":"public","posted_at":"2026-11-27T10:00:00Z"}}"#
+        );
         let out = ovasabi(
             dir.path(),
             &[
@@ -170,7 +172,7 @@ fn a_durable_group_tails_from_where_it_stopped_and_topics_shows_its_lag() {
     );
     let rest: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
     assert_eq!(rest.len(), 1);
-    assert!(rest[0].contains(r#""n":2"#), "{}", rest[0]);
+    assert!(rest[0].contains(r#""content_id":"c2""#), "{}", rest[0]);
     let pretty = stdout(&ovasabi(dir.path(), &["events", "topics"]));
     assert!(
         pretty.contains("TOPIC") && pretty.contains("feed (0)"),

@@ -150,9 +150,17 @@ fn audit_lines(data_dir: &std::path::Path) -> Vec<serde_json::Value> {
 fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path();
-    for (topic, ty, user) in [
-        ("user.events", "user.registered", "u1"),
-        ("content.events", "content.posted", "u1"),
+    for (topic, ty, data) in [
+        (
+            "user.events",
+            "user.registered",
+            r#"{"user_id":"u1","email":"ada@example.com","registered_at":"2026-11-27T10:00:00Z"}"#,
+        ),
+        (
+            "content.events",
+            "content.posted",
+            r#"{"content_id":"c1","author_id":"u1","kind":"post","body":"hello","visibility":"public","posted_at":"2026-11-27T10:01:00Z"}"#,
+        ),
     ] {
         stdout_ok(&ovasabi(
             data_dir,
@@ -164,9 +172,9 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
                 "--type",
                 ty,
                 "--data",
-                r#"{"user_id":"u1"}"#,
+                data,
                 "--subject",
-                user,
+                "u1",
             ],
         ));
     }
@@ -213,7 +221,7 @@ fn serve_refuses_unknown_services_and_bad_settings() {
         (&["serve"][..], "name at least one service"),
         (
             &["serve", "nope"][..],
-            "there is no service `nope`; the services are: audit",
+            "there is no service `nope`; the services are: users, content, commerce, wallet, messaging, audit",
         ),
         (
             &["serve", "audit", "--ack-timeout", "soon"][..],
@@ -232,7 +240,22 @@ fn serve_refuses_unknown_services_and_bad_settings() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
     let list = stdout_ok(&ovasabi(dir.path(), &["serve", "--list"]));
-    assert!(list.starts_with("audit "), "{list}");
+    let names: Vec<&str> = list
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "users",
+            "content",
+            "commerce",
+            "wallet",
+            "messaging",
+            "audit"
+        ],
+        "{list}"
+    );
 }
 
 /// Deletes a topic's streams (and its dead-letter topic's) when dropped, pass or fail.

@@ -44,6 +44,8 @@ pub struct Settings {
     pub http: Option<SocketAddr>,
     /// A pause before each pass of the outbox relay (zero but in crash tests).
     pub relay_delay: Duration,
+    /// Whether requests' events are written to the outbox (off only to measure its cost).
+    pub publish_events: bool,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             shutdown_grace: Consumer::<Arc<dyn Handler>>::DEFAULT_SHUTDOWN_GRACE,
             http: None,
             relay_delay: Duration::ZERO,
+            publish_events: true,
         }
     }
 }
@@ -304,6 +307,7 @@ impl Runtime {
             api: Api {
                 store: store.clone(),
                 relay: relay_handle.clone(),
+                publish: settings.publish_events,
             },
         };
         let stop = CancellationToken::new();

@@ -23,6 +23,7 @@ use crate::failure::Failure;
 use crate::output::outln;
 
 mod contracts;
+mod http;
 mod nats;
 
 /// Runs a `bench` command.
@@ -31,6 +32,7 @@ pub(crate) async fn run(global: &Global, cmd: BenchCommand) -> Result<(), Failur
         BenchCommand::Bus(args) => bench_bus(args).await,
         BenchCommand::Nats(args) => nats::bench_nats(global, args).await,
         BenchCommand::Contracts(args) => contracts::bench_contracts(args).await,
+        BenchCommand::Http(args) => http::bench_http(args).await,
     }
 }
 

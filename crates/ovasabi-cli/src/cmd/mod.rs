@@ -101,8 +101,16 @@ pub(crate) fn load_failure(errors: Vec<ovasabi_schema::LoadError>) -> Failure {
 
 /// The contracts every published event is checked against.
 pub(crate) fn contracts(global: &Global) -> Result<ovasabi_schema::Contracts, Failure> {
+    contracts_of(global.schemas_dir.as_deref())
+}
+
+/// The contracts of the compiled-in schemas plus those in `schemas_dir`.
+pub(crate) fn contracts_of(
+    schemas_dir: Option<&std::path::Path>,
+) -> Result<ovasabi_schema::Contracts, Failure> {
+    let registry = ovasabi_schema::Registry::builtin_and_dir(schemas_dir).map_err(load_failure)?;
     Ok(ovasabi_schema::Contracts::new(
-        Arc::new(registry(global)?),
+        Arc::new(registry),
         ovasabi_events::upcasters(),
     ))
 }
