@@ -373,6 +373,9 @@ pub(crate) enum BenchCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchHttpArgs {
+    /// The endpoint: `orders` (POST /v1/orders) or `users` (POST /v1/users)
+    #[arg(long, default_value = "orders")]
+    pub(crate) endpoint: String,
     /// Requests per measurement
     #[arg(long, default_value_t = 20_000)]
     pub(crate) requests: usize,

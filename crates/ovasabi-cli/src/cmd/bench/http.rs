@@ -32,6 +32,25 @@ struct Target {
     body: fn(usize) -> Value,
 }
 
+fn orders_target() -> Target {
+    Target {
+        name: "POST /v1/orders",
+        service: || Arc::new(ovasabi_services::commerce::CommerceService::default_provider()),
+        path: "/v1/orders",
+        body: |n| {
+            json!({
+                "customer_id": format!("customer-{}", n % 1000),
+                "items": [
+                    {"sku": "BOOK-ENGINE-HC", "quantity": 1, "unit_price": {"amount_minor": 2999, "currency": "EUR"}},
+                    {"sku": "MUG-OVA-WHT", "quantity": 2, "unit_price": {"amount_minor": 1250, "currency": "EUR"}}
+                ],
+                "shipping_address": {"recipient": "Ada Lovelace", "line1": "12 St James's Square",
+                    "city": "London", "postal_code": "SW1Y 4JH", "country": "GB"}
+            })
+        },
+    }
+}
+
 fn users_target() -> Target {
     Target {
         name: "POST /v1/users",
@@ -158,7 +177,15 @@ async fn measure(
 }
 
 pub(super) async fn bench_http(args: BenchHttpArgs) -> Result<(), Failure> {
-    let target = users_target();
+    let target = match args.endpoint.as_str() {
+        "orders" => orders_target(),
+        "users" => users_target(),
+        other => {
+            return Err(Failure::usage(format!(
+                "--endpoint `{other}`: use `orders` (POST /v1/orders) or `users` (POST /v1/users)"
+            )))
+        }
+    };
     let format = args.format;
     progress(
         format,
