@@ -13,6 +13,7 @@
 //!   + events in one transaction, once per idempotency key).
 //! - [`relay`] — the outbox relay (one per database, by lease).
 //! - [`openapi`] — `GET /openapi.json`, merged from the services.
+//! - [`schemas`] — the event contracts over HTTP (`/v1/schemas…`, `/asyncapi.yaml`).
 //! - The services, one module each, each owning its tables: [`users`], [`content`],
 //!   [`commerce`], [`wallet`], [`messaging`], [`audit`] (the audit trail).
 //! - This module — the [`catalog`] of services and [`select`]ing them by name.
@@ -25,6 +26,7 @@ pub mod messaging;
 pub mod openapi;
 pub mod relay;
 pub mod runtime;
+pub mod schemas;
 pub mod users;
 pub mod wallet;
 

@@ -46,6 +46,9 @@ pub struct Settings {
     pub relay_delay: Duration,
     /// Whether requests' events are written to the outbox (off only to measure its cost).
     pub publish_events: bool,
+    /// The event contracts served at `/v1/schemas` and `/asyncapi.yaml` (not served when
+    /// `None`).
+    pub schemas: Option<Arc<ovasabi_schema::Registry>>,
 }
 
 impl Default for Settings {
@@ -58,6 +61,7 @@ impl Default for Settings {
             http: None,
             relay_delay: Duration::ZERO,
             publish_events: true,
+            schemas: None,
         }
     }
 }
@@ -514,6 +518,9 @@ async fn serve_http(
                 async move { axum::Json(doc) }
             }),
         );
+    if let Some(registry) = &ctx.settings.schemas {
+        router = router.merge(crate::schemas::routes(registry.clone()));
+    }
     for service in services {
         if let Some(routes) = service.routes(ctx) {
             router = router.merge(routes);

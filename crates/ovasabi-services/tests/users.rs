@@ -581,3 +581,49 @@ on_both!(
     bad_changes_name_the_field_and_publish_nothing,
     listing_walks_every_live_user_once,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_contracts_are_served_over_http() {
+    let platform = Platform::embedded(vec![Arc::new(UsersService)]).await;
+    let (status, list) = platform.get("/v1/schemas").await;
+    assert_eq!(status, StatusCode::OK);
+    let registered = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["event_type"] == "user.registered")
+        .expect("user.registered is listed");
+    assert_eq!(registered["versions"], json!([1, 2, 3]));
+    assert_eq!(registered["topic"], "user.events");
+    let (status, v2) = platform.get("/v1/schemas/user.registered/2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v2["$id"], "urn:ovasabi:schema:user.registered:2");
+    let (status, err) = platform.get("/v1/schemas/user.registered/9").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("v1, v2, v3"),
+        "{err}"
+    );
+    let (status, err) = platform.get("/v1/schemas/user.registered/two").await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("version"))
+    );
+    let yaml = platform
+        .client
+        .get(format!("{}/asyncapi.yaml", platform.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(yaml.headers()["content-type"], "application/yaml");
+    let text = yaml.text().await.unwrap();
+    assert!(
+        text.starts_with("asyncapi: \"3.0.0\""),
+        "{}",
+        &text[..80.min(text.len())]
+    );
+    platform.stop().await;
+}

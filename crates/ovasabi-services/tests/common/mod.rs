@@ -65,6 +65,9 @@ impl Platform {
             ack_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             http: Some("127.0.0.1:0".parse().unwrap()),
+            schemas: Some(Arc::new(
+                Registry::builtin().unwrap_or_else(|e| panic!("schemas load: {e:?}")),
+            )),
             ..Settings::default()
         };
         let runtime = Runtime::start(&services, bus.clone(), &database, settings)
