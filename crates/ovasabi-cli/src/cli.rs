@@ -54,6 +54,10 @@ pub(crate) enum Command {
     /// Run chosen services in this process against the configured bus and database; run
     /// it in several processes to share their work.
     Serve(ServeArgs),
+    /// Fill a running platform with a small, realistic data set through its HTTP API (users,
+    /// posts, comments, reactions, orders paid, declined, shipped, refunded and cancelled,
+    /// messages, wallet transfers), so its events flow. Safe to run again.
+    SeedDemo(SeedDemoArgs),
     /// Event contracts: list, show and check the schemas, write the AsyncAPI document and
     /// the catalog.
     #[command(subcommand)]
@@ -135,8 +139,26 @@ pub(crate) struct UpArgs {
     /// Where the HTTP API listens (`off` for none)
     #[arg(long, env = "OVASABI_HTTP", default_value = "127.0.0.1:8080")]
     pub(crate) http: String,
+    /// Once ready, fill the platform with the demo data set through its own HTTP API (what
+    /// `ovasabi seed-demo` does); progress on stderr, a failure does not stop `up`
+    #[arg(long)]
+    pub(crate) demo: bool,
     #[command(flatten)]
     pub(crate) run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SeedDemoArgs {
+    /// The platform's HTTP API: the address `ovasabi up` prints after `listening on`
+    #[arg(long, env = "OVASABI_API", default_value = "http://127.0.0.1:8080")]
+    pub(crate) api: String,
+    /// Users to register (2 to 1000); the posts, orders and messages are shared among them
+    #[arg(long, default_value_t = crate::cmd::seed::DEFAULT_USERS)]
+    pub(crate) users: usize,
+    /// Output format of the summary (`json`: one object, stable field names); progress
+    /// goes to stderr either way
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Args)]

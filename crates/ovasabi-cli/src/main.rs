@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - `cli`: the command line, parsed by clap.
-//! - `cmd/`: one module per command family (`up`/`serve`, `audit`, `events`, `bus`, `bench`).
+//! - `cmd/`: one module per command family (`up`/`serve`, `seed-demo`, `audit`, `events`, `bus`,
+//!   `bench`).
 //! - `failure`: how an error becomes a message and an exit code.
 
 mod cli;
@@ -41,6 +42,7 @@ fn main() {
         match cli.command {
             Command::Up(args) => cmd::serve::up(&cli.global, args).await,
             Command::Serve(args) => cmd::serve::serve(&cli.global, args).await,
+            Command::SeedDemo(args) => cmd::seed::run(args).await,
             Command::Schema(cmd) => cmd::schema::run(&cli.global, cmd).await,
             Command::Audit(cmd) => cmd::audit::run(&cli.global, cmd).await,
             Command::Events(cmd) => cmd::events::run(&cli.global, cmd).await,

@@ -123,10 +123,15 @@ async fn tail_bus(
     let options = SubscribeOptions::new(group, [args.topic.as_str()])?
         .start(start)
         .ephemeral(ephemeral)
+        .ordering(ovasabi_core::Ordering::None)
         .max_in_flight(1);
     let mut sub = bus.subscribe(options).await?;
     let mut remaining: HashMap<String, u64> =
         ends.into_iter().filter(|(_, end)| *end > 0).collect();
+    // Per topic: the lowest offset printed and how many were printed below the end, so the
+    // tail stops only once every offset from the first printed to the end was printed, even
+    // when a bus hands events of different keys out of offset order.
+    let mut seen: HashMap<String, (u64, u64)> = HashMap::new();
     let mut printed = 0usize;
     let stdout = std::io::stdout();
     loop {
@@ -161,9 +166,14 @@ async fn tail_bus(
         }
         delivery.ack().await?;
         printed += 1;
-        if let Some(end) = remaining.get(&info.topic) {
-            if info.offset + 1 >= *end {
-                remaining.remove(&info.topic);
+        if let Some(&end) = remaining.get(&info.topic) {
+            if info.offset < end {
+                let (low, count) = seen.entry(info.topic.clone()).or_insert((info.offset, 0));
+                *low = (*low).min(info.offset);
+                *count += 1;
+                if *count >= end - *low {
+                    remaining.remove(&info.topic);
+                }
             }
         }
         if args.limit.is_some_and(|l| printed >= l) {

@@ -5,6 +5,7 @@ pub(crate) mod bench;
 pub(crate) mod bus;
 pub(crate) mod events;
 pub(crate) mod schema;
+pub(crate) mod seed;
 pub(crate) mod serve;
 pub(crate) mod torture;
 

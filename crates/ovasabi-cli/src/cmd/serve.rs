@@ -1,4 +1,5 @@
 //! `ovasabi up` and `ovasabi serve <service>…`: run services until Ctrl-C or SIGTERM.
+//! `up --demo` seeds the platform's own API once it is ready ([`crate::cmd::seed`]).
 
 use std::time::Duration;
 
@@ -9,9 +10,14 @@ use crate::cmd::{bus_choice, data_dir, open_bus, parse_duration, store_config, B
 use crate::failure::Failure;
 use crate::output::outln;
 
-/// `ovasabi up`: every service.
+/// `ovasabi up`: every service; with `--demo`, seeded once ready.
 pub(crate) async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
-    run(global, &["all".to_owned()], args.run, &args.http).await
+    if args.demo && http_addr(&args.http)?.is_none() {
+        return Err(Failure::usage(
+            "--demo seeds the platform through its HTTP API: give --http an address, not `off`",
+        ));
+    }
+    run(global, &["all".to_owned()], args.run, &args.http, args.demo).await
 }
 
 /// `ovasabi serve`: the services named.
@@ -23,7 +29,7 @@ pub(crate) async fn serve(global: &Global, args: ServeArgs) -> Result<(), Failur
         }
         return Ok(());
     }
-    run(global, &args.services, args.run, &args.http).await
+    run(global, &args.services, args.run, &args.http, false).await
 }
 
 /// Parses `--http`: an address, or `off`.
@@ -120,11 +126,18 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
-async fn run(global: &Global, names: &[String], args: RunArgs, http: &str) -> Result<(), Failure> {
+async fn run(
+    global: &Global,
+    names: &[String],
+    args: RunArgs,
+    http: &str,
+    demo: bool,
+) -> Result<(), Failure> {
     let catalog = ovasabi_services::catalog(&service_options(&args));
     let services = ovasabi_services::select(&catalog, names).map_err(service_failure)?;
     let mut settings = settings(&args)?;
     settings.http = http_addr(http)?;
+    settings.schemas = Some(std::sync::Arc::new(crate::cmd::registry(global)?));
     let database = store_config(global)?;
     let bus_name = match bus_choice(global)? {
         BusChoice::Embedded => format!("embedded bus in {}", data_dir(global).display()),
@@ -160,7 +173,22 @@ async fn run(global: &Global, names: &[String], args: RunArgs, http: &str) -> Re
         services.len(),
         if services.len() == 1 { "" } else { "s" }
     );
-    let result = runtime.wait(stop_signal(grace)).await;
+    // The demo data set goes in beside the running services; stopping ends it.
+    let seeding = runtime
+        .http_addr()
+        .filter(|_| demo)
+        .map(|addr| tokio::spawn(crate::cmd::seed::demo(addr)));
+    let result = runtime
+        .wait(async {
+            stop_signal(grace).await;
+            if let Some(seeding) = &seeding {
+                seeding.abort();
+            }
+        })
+        .await;
+    if let Some(seeding) = &seeding {
+        seeding.abort();
+    }
     let closed = bus.close().await;
     let reports = result.map_err(service_failure)?;
     for report in &reports {
