@@ -14,36 +14,46 @@ use rand::Rng;
 
 const KILLS: usize = 25;
 
-fn ovasabi(dir: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ovasabi"))
+/// A running `ovasabi` whose output is read as it comes (a full pipe would stall it).
+struct Running {
+    child: Child,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn ovasabi(dir: &Path, args: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ovasabi"))
         .arg("--data-dir")
         .arg(dir)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start ovasabi")
+        .expect("start ovasabi");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    Running {
+        child,
+        stdout: std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        }),
+        stderr: std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        }),
+    }
 }
 
 /// Kills `child` with SIGKILL after `after`, and returns the complete lines it printed.
-fn kill_after(mut child: Child, after: Duration) -> Vec<String> {
+fn kill_after(mut running: Running, after: Duration) -> Vec<String> {
     std::thread::sleep(after);
-    child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
-    let _ = child.wait();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    running.child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+    let _ = running.child.wait();
+    let out = running.stdout.join().unwrap();
+    let err = running.stderr.join().unwrap();
     assert!(!err.contains("panicked"), "the process panicked: {err}");
     // A line cut by the kill has no newline: it was not fully printed, so it is not counted.
     let complete = out.rfind('\n').map_or("", |i| &out[..i]);
