@@ -103,7 +103,7 @@ fn provision_publish_tail_status_on_nats() {
             "--type",
             "user.registered",
             "--data",
-            r#"{"user_id":"u1"}"#,
+            r#"{"user_id":"u1","email":"ada@example.com","registered_at":"2026-11-27T10:00:00Z"}"#,
             "--key",
             "u1",
         ],
