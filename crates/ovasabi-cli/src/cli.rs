@@ -457,7 +457,7 @@ pub(crate) struct BenchNatsArgs {
     pub(crate) in_flight: usize,
     /// Times each measurement is taken (raw and ours take turns going first); the table
     /// shows the medians
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub(crate) rounds: usize,
     /// Run only the publish or only the consume measurements (for profiling)
     #[arg(long, value_parser = ["publish", "consume"])]

@@ -1,6 +1,7 @@
 //! The `ovasabi` binary on NATS JetStream (`--bus nats://…`): provisioning is idempotent and
 //! reports what it changed, events round-trip, status shows the streams. Skips with a printed
-//! reason without a server, except under `OVASABI_REQUIRE_SERVICES=1`.
+//! reason without a server, except under `OVASABI_REQUIRE_SERVICES=1`. Every stream a test
+//! creates is deleted when it ends, passed or failed.
 
 use std::process::{Command, Output};
 
@@ -16,6 +17,34 @@ fn ovasabi(url: &str, args: &[&str]) -> Output {
         .expect("run ovasabi")
 }
 
+/// Deletes its topics' streams when dropped, so a test that fails midway leaves nothing
+/// behind either.
+struct Streams {
+    url: String,
+    topics: Vec<String>,
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        let cleanup = async {
+            let config = ovasabi_nats::NatsConfig::new(&self.url);
+            let Ok(bus) = ovasabi_nats::NatsBus::connect(config).await else {
+                return;
+            };
+            for topic in &self.topics {
+                if let Err(e) = bus.delete_topic(topic).await {
+                    eprintln!("note: deleting the stream of `{topic}`: {e}");
+                }
+            }
+            let _ = ovasabi_core::Bus::close(&bus).await;
+        };
+        match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(cleanup),
+            Err(e) => eprintln!("note: cannot delete the test's streams: {e}"),
+        }
+    }
+}
+
 fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -29,7 +58,15 @@ fn provision_publish_tail_status_on_nats() {
         return;
     };
     let url = server.url.as_str();
-    let topic = format!("cli.t{}.events", std::process::id());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let topic = format!("cli.t{}x{nanos}.events", std::process::id());
+    let _streams = Streams {
+        url: url.to_owned(),
+        topics: vec![topic.clone(), format!("{topic}.dlq")],
+    };
 
     let first: serde_json::Value = serde_json::from_str(&ok(&ovasabi(
         url,
@@ -128,17 +165,6 @@ fn provision_publish_tail_status_on_nats() {
         .expect("stream listed");
     assert_eq!(stream["messages"], 1);
     assert_eq!(stream["partitions"], 4);
-
-    // Leave nothing behind.
-    let cleanup = async {
-        let bus = ovasabi_nats::NatsBus::connect(ovasabi_nats::NatsConfig::new(url))
-            .await
-            .unwrap();
-        bus.delete_topic(&topic).await.unwrap();
-        bus.delete_topic(&format!("{topic}.dlq")).await.unwrap();
-        ovasabi_core::Bus::close(&bus).await.unwrap();
-    };
-    tokio::runtime::Runtime::new().unwrap().block_on(cleanup);
 }
 
 #[test]

@@ -9,9 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Display};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use ovasabi_core::naming::dead_letter_topic;
 use ovasabi_core::{Bus, BusError, Delivery, Event, Published, SubscribeOptions, Subscription};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -83,8 +86,9 @@ impl Display for Need {
 }
 
 /// Runs one scenario: skips it if the backend lacks what it needs, opens a bus, runs `body`
-/// within the scenario bound, closes the bus, and names the scenario and backend in any
-/// failure.
+/// within the scenario bound, closes the bus, hands the topics it named to
+/// [`Backend::teardown`] (passed, failed or panicked), and names the scenario and backend in
+/// any failure.
 pub(crate) async fn run<'a, F, Fut>(
     backend: &'a dyn Backend,
     scenario: &'static str,
@@ -114,13 +118,20 @@ where
     };
     let ctx = Ctx::new(scenario, caps, bus);
     let limit = ctx.scaled(SCENARIO_TIMEOUT);
-    let outcome = match tokio::time::timeout(limit, body(ctx.clone(), backend)).await {
-        Ok(outcome) => outcome,
+    let running = AssertUnwindSafe(body(ctx.clone(), backend)).catch_unwind();
+    let outcome = match tokio::time::timeout(limit, running).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => {
+            let _ = tokio::time::timeout(op_timeout, ctx.bus().close()).await;
+            teardown(backend, &ctx, op_timeout).await;
+            std::panic::resume_unwind(panic);
+        }
         Err(_) => Err(Failure::new(format!(
             "did not finish within {limit:?}: a bus call or wait hung"
         ))),
     };
     let closed = tokio::time::timeout(op_timeout, ctx.bus().close()).await;
+    teardown(backend, &ctx, op_timeout).await;
     outcome.map_err(tag)?;
     match closed {
         Ok(Ok(())) | Ok(Err(BusError::Closed)) => Ok(()),
@@ -130,6 +141,32 @@ where
         Err(_) => Err(tag(Failure::new(format!(
             "closing the bus at the end did not finish within {op_timeout:?}"
         )))),
+    }
+}
+
+/// Hands every topic the scenario named, and each one's dead-letter topic, to
+/// [`Backend::teardown`], within `limit`.
+async fn teardown(backend: &dyn Backend, ctx: &Ctx, limit: Duration) {
+    let topics: Vec<String> = ctx
+        .inner
+        .topics
+        .lock()
+        .expect("topics lock")
+        .iter()
+        .flat_map(|t| [t.clone(), dead_letter_topic(t)])
+        .collect();
+    if topics.is_empty() {
+        return;
+    }
+    if tokio::time::timeout(limit, backend.teardown(&topics))
+        .await
+        .is_err()
+    {
+        println!(
+            "note: {} on {}: removing its topics did not finish within {limit:?}",
+            ctx.inner.scenario,
+            ctx.caps().name
+        );
     }
 }
 
@@ -146,6 +183,8 @@ struct CtxInner {
     token: String,
     source: String,
     bus: Mutex<Arc<dyn Bus>>,
+    /// Every topic [`Ctx::topic`] named, for [`Backend::teardown`].
+    topics: Mutex<BTreeSet<String>>,
 }
 
 impl Ctx {
@@ -158,6 +197,7 @@ impl Ctx {
                 caps,
                 token,
                 bus: Mutex::new(bus),
+                topics: Mutex::new(BTreeSet::new()),
             }),
         }
     }
@@ -193,9 +233,15 @@ impl Ctx {
         format!("conf.{}.{}", self.inner.scenario, self.inner.token)
     }
 
-    /// A topic unique to this run.
+    /// A topic unique to this run; removed by [`Backend::teardown`] when the scenario ends.
     pub(crate) fn topic(&self, name: &str) -> String {
-        format!("{}.{name}", self.topic_prefix())
+        let topic = format!("{}.{name}", self.topic_prefix());
+        self.inner
+            .topics
+            .lock()
+            .expect("topics lock")
+            .insert(topic.clone());
+        topic
     }
 
     /// A consumer group unique to this run.

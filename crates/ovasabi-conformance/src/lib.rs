@@ -33,6 +33,14 @@
 //! ovasabi_conformance::conformance_tests!(MyBackend::new());
 //! ```
 //!
+//! A backend that needs a service which may be missing (a broker) gives an `Option` instead,
+//! `None` meaning "unavailable": every test then returns at once, having printed why
+//! (the expression prints it), so a plain `cargo test` passes on a machine without it:
+//!
+//! ```ignore
+//! ovasabi_conformance::conformance_tests!(available: MyBroker::if_reachable());
+//! ```
+//!
 //! The macro writes one `#[tokio::test]` per scenario, named after it, so
 //! `cargo test -p my-backend --test conformance order_per_key` runs one scenario and a failure
 //! names the scenario, the backend, what was expected and what was seen.
@@ -46,6 +54,10 @@
 //!   bounded (a few minutes), for the wait nobody thought of.
 //! - **Own bus.** A scenario opens its bus with [`Backend::open`] and closes it
 //!   ([`Bus::close`]) when it ends, passed or failed.
+//! - **Nothing left behind.** Once the bus is closed, passed, failed or panicked, the
+//!   harness hands every topic the scenario named (and each one's dead-letter topic) to
+//!   [`Backend::teardown`], which removes them from a backend whose state outlives the test
+//!   (a broker).
 //! - **Skips are honest.** A scenario, or a part of one, that needs a capability the backend
 //!   lacks prints `skipped: <scenario> needs <capability>, which <backend> lacks` and passes.
 //!   A flag only skips what truly needs it; it is never a way to hide a flaky or failing
@@ -92,6 +104,18 @@ pub trait Backend: Send + Sync + 'static {
 
     /// What this backend can do beyond the contract every backend keeps.
     fn capabilities(&self) -> Capabilities;
+
+    /// Removes what one scenario left behind: called once its bus is closed, whether it
+    /// passed, failed or panicked, with every topic it named and each one's dead-letter topic
+    /// (`<topic>.dlq`), some of which may never have been created.
+    ///
+    /// A backend whose state goes away with it (memory, a temporary directory) keeps the
+    /// default, which does nothing; a broker deletes the topics (streams, queues…), so runs
+    /// leave nothing on a shared server. Errors are the backend's to report (a scenario does
+    /// not fail for them); the call is bounded by the suite's per-operation timeout.
+    async fn teardown(&self, topics: &[String]) {
+        let _ = topics;
+    }
 }
 
 /// What a backend can do beyond the contract every backend keeps, and how fast it is.
@@ -311,10 +335,10 @@ pub async fn run_all(backend: &dyn Backend) -> Result<(), Failures> {
 ///
 /// Scenarios use unique names, so copies sharing one broker do not see each other's events;
 /// running them at once shakes out races that a single run rarely hits.
-pub async fn stress<B, F>(make: F, copies: usize) -> Result<(), Failures>
+pub async fn stress<B, F>(mut make: F, copies: usize) -> Result<(), Failures>
 where
     B: Backend,
-    F: Fn() -> B,
+    F: FnMut() -> B,
 {
     let backends: Vec<B> = (0..copies).map(|_| make()).collect();
     let runs = backends
@@ -354,8 +378,14 @@ pub mod __private {
 /// Writes the conformance tests for a backend: one `#[tokio::test]` per scenario, named
 /// after it, plus `stress_10x` and `scenario_list_is_complete`.
 ///
-/// `$make` is an expression giving a fresh [`Backend`]; it is evaluated once per test (and
-/// once per stress copy), so every test runs on state of its own.
+/// - `conformance_tests!($make)`: `$make` is an expression giving a fresh [`Backend`].
+/// - `conformance_tests!(available: $available)`: `$available` gives an
+///   `Option<impl Backend>`; `None` means the backend is unavailable here (a broker that is
+///   not running), and every test returns at once, passing. The expression says why
+///   (printing a skip message, or failing when the service is required).
+///
+/// Either is evaluated once per test (and once per stress copy), so every test runs on state
+/// of its own.
 ///
 /// - Each scenario test runs on a multi-thread runtime with 2 workers and panics with the
 ///   [`Failure`]'s message when the scenario fails.
@@ -365,8 +395,14 @@ pub mod __private {
 ///   scenarios.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($make:expr) => {
-        $crate::conformance_tests!(@tests $make;
+    (available: $available:expr $(,)?) => {
+        $crate::conformance_tests!(@list $available);
+    };
+    ($make:expr $(,)?) => {
+        $crate::conformance_tests!(@list ::core::option::Option::Some($make));
+    };
+    (@list $available:expr) => {
+        $crate::conformance_tests!(@tests $available;
             publish_subscribe,
             concurrent_subscribe,
             many_topics,
@@ -392,7 +428,7 @@ macro_rules! conformance_tests {
             replay_from_offset_and_time,
         );
     };
-    (@tests $make:expr; $($name:ident),* $(,)?) => {
+    (@tests $available:expr; $($name:ident),* $(,)?) => {
         $(
             #[$crate::__private::tokio::test(
                 flavor = "multi_thread",
@@ -400,7 +436,9 @@ macro_rules! conformance_tests {
                 crate = "ovasabi_conformance::__private::tokio"
             )]
             async fn $name() {
-                let backend = $make;
+                let ::core::option::Option::Some(backend) = $available else {
+                    return;
+                };
                 if let Err(failure) = $crate::scenarios::$name(&backend).await {
                     panic!("{failure}");
                 }
@@ -417,7 +455,16 @@ macro_rules! conformance_tests {
                 println!("skipped: stress_10x runs only with OVASABI_STRESS=1");
                 return;
             }
-            if let Err(failures) = $crate::stress(|| $make, 10).await {
+            let mut backends = ::std::vec::Vec::new();
+            for _ in 0..10 {
+                let ::core::option::Option::Some(backend) = $available else {
+                    return;
+                };
+                backends.push(backend);
+            }
+            let mut backends = backends.into_iter();
+            let make = || backends.next().expect("ten backends");
+            if let Err(failures) = $crate::stress(make, 10).await {
                 panic!("{failures}");
             }
         }

@@ -43,6 +43,34 @@ pub(crate) struct TopicMeta {
     pub(crate) topic: String,
     pub(crate) stream: String,
     pub(crate) partitions: u32,
+    /// The subject of each partition, then the unkeyed subject (`partitions + 1` of them),
+    /// built once rather than on every publish.
+    subjects: Arc<[Subject]>,
+}
+
+impl TopicMeta {
+    fn new(topic: &str, stream: String, partitions: u32) -> Self {
+        let subjects = (0..partitions)
+            .map(|p| Subject::from(layout::partition_subject(topic, p)))
+            .chain([Subject::from(layout::unkeyed_subject(topic))])
+            .collect();
+        TopicMeta {
+            topic: topic.to_owned(),
+            stream,
+            partitions,
+            subjects,
+        }
+    }
+
+    /// The subject an event with partition key `key` (or none) goes to: the same as
+    /// [`layout::subject_for`].
+    fn subject_for(&self, key: Option<&str>) -> Subject {
+        let index = match key {
+            Some(key) => layout::partition_of(key, self.partitions) as usize,
+            None => self.partitions as usize,
+        };
+        self.subjects[index].clone()
+    }
 }
 
 pub(crate) struct Inner {
@@ -53,7 +81,7 @@ pub(crate) struct Inner {
     pub(crate) max_payload: usize,
     /// The largest `data` accepted: see [`data_limit`].
     pub(crate) max_data: usize,
-    topics: Mutex<HashMap<String, Arc<OnceCell<TopicMeta>>>>,
+    topics: Mutex<HashMap<String, Arc<OnceCell<Arc<TopicMeta>>>>>,
     closed: AtomicBool,
     publishing: AtomicUsize,
     published: Notify,
@@ -67,10 +95,14 @@ pub(crate) struct Inner {
     /// The last error a handler gave when nacking, by `group/topic/offset`: it goes into the
     /// dead-letter copy. Kept in memory only.
     last_errors: Mutex<HashMap<String, String>>,
-    /// What the server's delivery count of a message does not tell, by
-    /// `stream/consumer/sequence`. Kept in memory only.
-    counts: Mutex<HashMap<String, DeliveryCounts>>,
+    /// What the server's delivery count of a message does not tell, by message. Kept in
+    /// memory only.
+    counts: Mutex<HashMap<MessageKey, DeliveryCounts>>,
 }
+
+/// One message of one consumer: `stream/consumer` (shared by the consumer's messages, so
+/// naming a message allocates nothing) and the stream sequence.
+pub(crate) type MessageKey = (Arc<str>, u64);
 
 /// Deliveries of one message the bus does not hold against it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -240,8 +272,14 @@ impl Inner {
         self.topics.lock().unwrap().remove(topic);
     }
 
+    /// `topic`'s stream if the bus already uses it (its name was checked then).
+    fn known_topic(&self, topic: &str) -> Option<Arc<TopicMeta>> {
+        let topics = self.topics.lock().unwrap();
+        topics.get(topic).and_then(|cell| cell.get().cloned())
+    }
+
     /// `topic`'s stream, created with the configured settings if it does not exist yet.
-    pub(crate) async fn ensure_topic(&self, topic: &str) -> Result<TopicMeta, BusError> {
+    pub(crate) async fn ensure_topic(&self, topic: &str) -> Result<Arc<TopicMeta>, BusError> {
         let cell = self
             .topics
             .lock()
@@ -249,7 +287,7 @@ impl Inner {
             .entry(topic.to_owned())
             .or_insert_with(|| Arc::new(OnceCell::new()))
             .clone();
-        cell.get_or_try_init(|| self.open_topic(topic))
+        cell.get_or_try_init(|| async { self.open_topic(topic).await.map(Arc::new) })
             .await
             .cloned()
     }
@@ -293,11 +331,11 @@ impl Inner {
         info: &stream::Info,
     ) -> Result<TopicMeta, BusError> {
         match layout::parse_stream_description(info.config.description.as_deref()) {
-            Some((named, partitions)) if named == topic => Ok(TopicMeta {
-                topic: topic.to_owned(),
-                stream: info.config.name.clone(),
-                partitions: partitions.max(1),
-            }),
+            Some((named, partitions)) if named == topic => Ok(TopicMeta::new(
+                topic,
+                info.config.name.clone(),
+                partitions.max(1),
+            )),
             _ => Err(BusError::Storage(format!(
                 "stream {} exists but does not hold OVASABI topic `{topic}` (its description is {:?}); remove it or use another topic name",
                 info.config.name, info.config.description
@@ -325,9 +363,16 @@ impl Inner {
     pub(crate) async fn send(
         &self,
         topic: &str,
+        known: Option<Arc<TopicMeta>>,
         events: &[(Event, String)],
     ) -> Result<Vec<Published>, BusError> {
-        let mut meta = self.ensure_topic(topic).await?;
+        // `ensure_topic`'s future is large (the JetStream requests that may create the
+        // stream) and rarely needed: boxed, it stays out of every publish's future, which is
+        // otherwise allocated and copied at that size on each call.
+        let mut meta = match known {
+            Some(meta) => meta,
+            None => Box::pin(self.ensure_topic(topic)).await?,
+        };
         let mut retried = false;
         loop {
             let outcome = self.send_to(&meta, events).await;
@@ -337,7 +382,7 @@ impl Inner {
                     // events already stored from being stored twice).
                     retried = true;
                     self.forget_topic(topic);
-                    meta = self.ensure_topic(topic).await?;
+                    meta = Box::pin(self.ensure_topic(topic)).await?;
                 }
                 Err(SendError::StreamMissing) => {
                     // The stream exists, yet nothing answers on its subjects: JetStream is
@@ -362,7 +407,7 @@ impl Inner {
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
         for (event, msg_id) in events {
             let encoded = codec::encode(event, &meta.stream, msg_id, self.max_payload)?;
-            let subject = layout::subject_for(&meta.topic, event.partition_key(), meta.partitions);
+            let subject = meta.subject_for(event.partition_key());
             let message = PublishMessage::build()
                 .payload(encoded.body)
                 .headers(encoded.headers);
@@ -376,9 +421,14 @@ impl Inner {
                 .map_err(|e| self.publish_error(meta, e.kind(), &e.to_string()))?;
             acks.push(ack);
         }
-        let outcomes =
+        let outcomes = if acks.len() == 1 {
+            // A single publish, the common case: no need to join.
+            let ack = acks.pop().expect("one ack");
+            vec![ack.await]
+        } else {
             futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
-                .await;
+                .await
+        };
         let mut published = Vec::with_capacity(outcomes.len());
         let mut failure = None;
         for outcome in outcomes {
@@ -503,21 +553,24 @@ impl Inner {
         }
     }
 
-    /// Updates what is counted about the message `key` (`stream/consumer/sequence`).
-    pub(crate) fn count(&self, key: &str, update: impl FnOnce(&mut DeliveryCounts)) {
+    /// Updates what is counted about the message `key`.
+    pub(crate) fn count(&self, key: &MessageKey, update: impl FnOnce(&mut DeliveryCounts)) {
         let mut counts = self.counts.lock().unwrap();
         if counts.len() >= MAX_LAST_ERRORS {
             counts.clear();
         }
-        update(counts.entry(key.to_owned()).or_default());
+        update(counts.entry(key.clone()).or_default());
     }
 
-    pub(crate) fn counts(&self, key: &str) -> DeliveryCounts {
+    pub(crate) fn counts(&self, key: &MessageKey) -> DeliveryCounts {
         let counts = self.counts.lock().unwrap();
+        if counts.is_empty() {
+            return DeliveryCounts::default();
+        }
         counts.get(key).copied().unwrap_or_default()
     }
 
-    pub(crate) fn forget_counts(&self, key: &str) {
+    pub(crate) fn forget_counts(&self, key: &MessageKey) {
         let mut counts = self.counts.lock().unwrap();
         if !counts.is_empty() {
             counts.remove(key);
@@ -559,11 +612,14 @@ impl Publisher for NatsBus {
     /// within the stream's duplicate window (2 minutes by default) stores nothing new and
     /// returns the first copy's offset, so retrying after an `Unavailable` error is safe.
     async fn publish(&self, topic: &str, event: Event) -> Result<Published, BusError> {
-        validate_topic(topic)?;
+        let known = self.inner.known_topic(topic);
+        if known.is_none() {
+            validate_topic(topic)?;
+        }
         let event = self.inner.prepare(event)?;
         let _guard = self.inner.begin_publish()?;
         let msg_id = codec::publish_message_id(&event);
-        let mut published = self.inner.send(topic, &[(event, msg_id)]).await?;
+        let mut published = self.inner.send(topic, known, &[(event, msg_id)]).await?;
         Ok(published.remove(0))
     }
 
@@ -593,7 +649,7 @@ impl Publisher for NatsBus {
             return Ok(Vec::new());
         }
         let _guard = self.inner.begin_publish()?;
-        self.inner.send(topic, &prepared).await
+        self.inner.send(topic, None, &prepared).await
     }
 }
 

@@ -5,9 +5,12 @@
 //! added only when needed: `ovasabi-data: empty` marks an event whose data is present but
 //! empty, which binary mode cannot tell from an event without data.
 
+use std::borrow::Cow;
+
+use async_nats::header::HeaderName;
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use ovasabi_core::format::binary::{from_headers, to_headers, Binding};
+use ovasabi_core::format::binary::{for_each_header, from_headers, Binding};
 use ovasabi_core::{BusError, Event};
 
 use crate::layout;
@@ -39,34 +42,33 @@ pub(crate) fn encode(
     msg_id: &str,
     max_payload: usize,
 ) -> Result<Encoded, BusError> {
-    let pairs = to_headers(event, Binding::Nats);
-    let mut extra: Vec<(&str, String)> = vec![
-        (MSG_ID, msg_id.to_owned()),
-        (EXPECTED_STREAM, stream.to_owned()),
-    ];
-    if event.data.as_ref().is_some_and(Bytes::is_empty) {
-        extra.push((DATA_HEADER, "empty".to_owned()));
-    }
+    let mut headers = HeaderMap::new();
     // The header block as NATS writes it: "NATS/1.0\r\n", "<name>: <value>\r\n"…, "\r\n".
-    let header_len = 12
-        + pairs
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 4)
-            .chain(extra.iter().map(|(k, v)| k.len() + v.len() + 4))
-            .sum::<usize>();
+    let mut header_len = 12;
+    for_each_header(event, Binding::Nats, |name, value| {
+        header_len += name.len() + value.len() + 4;
+        // Static names (the core attributes') go in without a copy; owned ones move in.
+        match name {
+            Cow::Borrowed(name) => headers.insert(HeaderName::from_static(name), value),
+            Cow::Owned(name) => headers.insert(name, value),
+        }
+    });
+    let marked_empty = event.data.as_ref().is_some_and(Bytes::is_empty);
+    let extra: [(&'static str, &str); 3] = [
+        (MSG_ID, msg_id),
+        (EXPECTED_STREAM, stream),
+        (DATA_HEADER, "empty"),
+    ];
+    for (name, value) in &extra[..if marked_empty { 3 } else { 2 }] {
+        header_len += name.len() + value.len() + 4;
+        headers.insert(HeaderName::from_static(name), *value);
+    }
     let data_len = event.data_len();
     if header_len + data_len > max_payload {
         return Err(BusError::EventTooLarge {
             size: data_len,
             max: max_payload.saturating_sub(header_len),
         });
-    }
-    let mut headers = HeaderMap::new();
-    for (name, value) in &pairs {
-        headers.insert(name.as_str(), value.as_str());
-    }
-    for (name, value) in extra {
-        headers.insert(name, value.as_str());
     }
     Ok(Encoded {
         headers,

@@ -43,9 +43,14 @@ pub struct NatsConfig {
     /// How long one pull request waits at the server for messages before it is renewed.
     /// Default 5 s.
     pub pull_expiry: Duration,
-    /// Most messages a subscription takes ahead of `next()` (its prefetch), and so the most
-    /// one pull request asks for on a consumer without per-key order. Default 32.
+    /// Most messages a subscription takes ahead of `next()` (its prefetch) to begin with, and
+    /// whenever its events wait for its handler. Default 32.
     pub pull_batch: usize,
+    /// Most messages a subscription takes ahead of `next()` once its handler keeps waiting
+    /// for events the server has (the prefetch doubles from `pull_batch` up to this, and
+    /// halves back as soon as events wait in the buffer); never more than the subscription's
+    /// `max_in_flight`. Default 256.
+    pub max_prefetch: usize,
     /// `MaxAckPending` of consumers without per-key order (a group's whole-topic consumer
     /// with [`Ordering::None`](ovasabi_core::Ordering::None), and the consumer of unkeyed
     /// events with `PerKey`): how many events the whole group may hold unacked at once.
@@ -74,6 +79,7 @@ impl NatsConfig {
             discovery_interval: Duration::from_secs(1),
             pull_expiry: Duration::from_secs(5),
             pull_batch: 32,
+            max_prefetch: 256,
             max_ack_pending: 20_000,
             ephemeral_inactive_threshold: Duration::from_secs(60),
         }

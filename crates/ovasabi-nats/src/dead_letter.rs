@@ -70,7 +70,7 @@ pub(crate) async fn dead_letter(
             .insert(name.to_owned(), ExtensionValue::String(value));
     }
     let dlq = dead_letter_topic(job.topic);
-    bus.send(&dlq, &[(copy, job.message_id())]).await?;
+    bus.send(&dlq, None, &[(copy, job.message_id())]).await?;
     finish(bus, reply, &job).await
 }
 

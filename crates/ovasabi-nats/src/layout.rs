@@ -230,7 +230,12 @@ pub fn header_safe(value: &str) -> std::borrow::Cow<'_, str> {
 /// The deduplication id of an event: its `source` and `id` (together unique, as CloudEvents
 /// requires), so a re-publish within the stream's duplicate window is stored once.
 pub fn message_id(source: &str, id: &str) -> String {
-    format!("{} {}", header_safe(source), header_safe(id))
+    let (source, id) = (header_safe(source), header_safe(id));
+    let mut out = String::with_capacity(source.len() + 1 + id.len());
+    out.push_str(&source);
+    out.push(' ');
+    out.push_str(&id);
+    out
 }
 
 /// The deduplication id of a dead-letter copy: `<group>:<topic>:<offset>`, so it lands

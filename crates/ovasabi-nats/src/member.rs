@@ -10,9 +10,10 @@
 //! send no new request but read their open ones to the end (see
 //! [`MemberShared::delayed_nak`] for why).
 //!
-//! Flow control ([`MemberShared::room`]): the buffer stays within a small prefetch
-//! (`pull_batch`), and `next()` hands out a delivery only while fewer than `max_in_flight`
-//! are unsettled.
+//! Flow control ([`MemberShared::room`]): the buffer stays within a prefetch that starts
+//! small (`pull_batch`), grows while the handler waits for events the server has and
+//! shrinks as soon as events wait for the handler ([`MemberShared::window`]), and `next()`
+//! hands out a delivery only while fewer than `max_in_flight` are unsettled.
 //!
 //! Attempts: the server counts every delivery; the bus subtracts those that never reached a
 //! handler (buffered, then handed back) and does not hold against `max_deliveries` those a
@@ -38,7 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiError;
-use crate::bus::{Inner, TopicMeta};
+use crate::bus::{Inner, MessageKey, TopicMeta};
 use crate::codec;
 use crate::dead_letter::{dead_letter, dead_letter_raw, DeadLetterJob};
 use crate::layout::{self, Lane};
@@ -61,12 +62,14 @@ struct LaneCtx {
     stream: String,
     consumer: String,
     lane: Lane,
+    /// `stream/consumer`, the first half of its messages' [`MessageKey`]s.
+    consumer_key: Arc<str>,
 }
 
 impl LaneCtx {
-    /// Names one message of this consumer: `stream/consumer/sequence`.
-    fn message_key(&self, sequence: u64) -> String {
-        format!("{}/{}/{sequence}", self.stream, self.consumer)
+    /// Names one message of this consumer.
+    fn message_key(&self, sequence: u64) -> MessageKey {
+        (self.consumer_key.clone(), sequence)
     }
 }
 
@@ -93,8 +96,16 @@ pub(crate) struct MemberShared {
     requested: AtomicUsize,
     /// Pull loops running on consumers without per-key order.
     unordered_lanes: AtomicUsize,
-    /// Woken whenever `outstanding` or `buffered` shrink, or on shutdown.
+    /// The prefetch of unordered lanes: see [`MemberShared::window`].
+    window: AtomicUsize,
+    /// Set when a pull request of an unordered lane came back full: the server may hold
+    /// more, so a handler left waiting is waiting on the prefetch.
+    pulled_full: AtomicBool,
+    /// Wakes pull loops waiting for room: the buffer, what was asked for or the prefetch
+    /// changed, or the member stops.
     flow: Notify,
+    /// Wakes `next()` and partition lanes waiting for a delivery to be settled.
+    settled: Notify,
     /// Ack subjects of deliveries handed out and not settled, for [`Bus::close`].
     ///
     /// [`Bus::close`]: ovasabi_core::Bus::close
@@ -142,7 +153,10 @@ pub(crate) async fn subscribe(
         buffered: AtomicUsize::new(0),
         requested: AtomicUsize::new(0),
         unordered_lanes: AtomicUsize::new(0),
+        window: AtomicUsize::new(0),
+        pulled_full: AtomicBool::new(false),
         flow: Notify::new(),
+        settled: Notify::new(),
         handed: Mutex::new(HashMap::new()),
         next_delivery: AtomicU64::new(0),
         known: Mutex::new(HashSet::new()),
@@ -151,6 +165,9 @@ pub(crate) async fn subscribe(
         shut: AtomicBool::new(false),
         last_pull: Mutex::new(None),
     });
+    shared
+        .window
+        .store(shared.prefetch_bounds().0, AtomicOrdering::Release);
     bus.register_member(shared.id, &shared);
     if let Err(e) = shared.start(&options.start).await {
         shared.shutdown(false).await;
@@ -287,6 +304,7 @@ impl MemberShared {
                 stream: meta.stream.clone(),
                 consumer: info.name.clone(),
                 lane,
+                consumer_key: format!("{}/{}", meta.stream, info.name).into(),
             });
             let consumer = self.bus.api.pull_handle(info)?;
             if !lane.is_ordered() {
@@ -432,49 +450,117 @@ impl MemberShared {
             .map_err(|e| e.into_bus(&what("updating")))
     }
 
+    /// The smallest and largest prefetch: `pull_batch` and `max_prefetch`, both at most
+    /// `max_in_flight`.
+    fn prefetch_bounds(&self) -> (usize, usize) {
+        let max_in_flight = self.spec.max_in_flight.max(1);
+        let low = self.bus.config.pull_batch.clamp(1, max_in_flight);
+        let high = self.bus.config.max_prefetch.clamp(low, max_in_flight);
+        (low, high)
+    }
+
+    /// The current prefetch of unordered lanes: how many messages the buffer and their open
+    /// pull requests may hold together.
+    ///
+    /// It starts at `pull_batch` and doubles, up to `max_prefetch`, each time `next()` finds
+    /// the buffer empty while it could hand out a delivery after a pull request came back
+    /// full: the handler waits for events the server has, and a pull request's round trip is
+    /// what holds it back. It halves, down to `pull_batch`, whenever a message waited in the
+    /// buffer longer than [`MemberShared::waited_too_long`]: events wait for the handler,
+    /// and would better wait at the server, where other members can take them. So a busy
+    /// handler pulls in large batches and a slow one keeps the small prefetch.
+    fn window(&self) -> usize {
+        self.window.load(AtomicOrdering::Acquire)
+    }
+
+    fn grow_window(&self) {
+        if !self.pulled_full.swap(false, AtomicOrdering::AcqRel) {
+            return;
+        }
+        let (_, high) = self.prefetch_bounds();
+        let grown =
+            self.window
+                .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |w| {
+                    (w < high).then(|| w.saturating_mul(2).min(high))
+                });
+        if grown.is_ok() {
+            self.flow.notify_waiters();
+        }
+    }
+
+    fn shrink_window(&self) {
+        let (low, _) = self.prefetch_bounds();
+        let _ = self
+            .window
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |w| {
+                (w > low).then(|| (w / 2).max(low))
+            });
+    }
+
+    /// How long a message may wait in the buffer before the prefetch shrinks: a hundredth
+    /// of the ack timeout, at most 100 ms (a busy member's buffer holds a few milliseconds'
+    /// worth of events).
+    fn waited_too_long(&self) -> Duration {
+        (self.spec.ack_timeout / 100).min(Duration::from_millis(100))
+    }
+
     /// How many messages a lane may ask for now, waiting until there is room; `None` once
     /// the member stops.
     ///
     /// The buffer plus what unordered lanes asked for stays within the prefetch
-    /// (`pull_batch`, at most `max_in_flight`), so a subscription whose owner is slow to call
-    /// `next()` does not sit on events other members could take (every event taken counts
-    /// as a delivery at the server, and times out there). Each unordered lane asks for its
-    /// share of the prefetch (at least one message), so a quiet topic's open request never
-    /// starves a busy one. A partition lane asks for one message whenever the member holds
-    /// fewer than `max_in_flight` and the buffer is below the prefetch, reserving nothing.
+    /// ([`MemberShared::window`]: `pull_batch` to `max_prefetch`, at most `max_in_flight`),
+    /// so a subscription whose owner is slow to call `next()` does not sit on events other
+    /// members could take (every event taken counts as a delivery at the server, and times
+    /// out there). Each unordered lane asks for its share of the prefetch (at least one
+    /// message), so a quiet topic's open request never starves a busy one. A partition lane
+    /// asks for one message whenever the member holds fewer than `max_in_flight` and the
+    /// buffer is below `pull_batch`, reserving nothing.
     async fn room(&self, lane: Lane) -> Option<usize> {
-        let max = self.spec.max_in_flight;
-        let prefetch = self.bus.config.pull_batch.clamp(1, max.max(1));
         loop {
-            let notified = self.flow.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let flow = self.flow.notified();
+            let settled = self.settled.notified();
+            tokio::pin!(flow, settled);
+            flow.as_mut().enable();
+            settled.as_mut().enable();
             if self.cancel.is_cancelled() {
                 return None;
             }
-            let buffered = self.buffered.load(AtomicOrdering::Acquire);
             if lane.is_ordered() {
-                let held = self.outstanding.load(AtomicOrdering::Acquire) + buffered;
-                if held < max && buffered < prefetch {
+                if self.partition_room() {
                     return Some(1);
                 }
-            } else {
-                let lanes = self.unordered_lanes.load(AtomicOrdering::Acquire).max(1);
-                let cap = prefetch.max(lanes);
-                let share = (cap / lanes).max(1);
-                let requested = self.requested.load(AtomicOrdering::Acquire);
-                let room = cap.saturating_sub(buffered + requested).min(share);
-                if room > 0 {
-                    return Some(room);
-                }
+            } else if let Some(room) = self.unordered_room() {
+                return Some(room);
             }
             tokio::select! {
                 _ = self.cancel.cancelled() => return None,
-                _ = &mut notified => {}
+                _ = &mut flow => {}
+                _ = &mut settled, if lane.is_ordered() => {}
                 // A safety net for a wake-up missed between the check and the wait.
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// Whether a partition lane may ask for a message: the member holds fewer than
+    /// `max_in_flight` and its buffer is below `pull_batch`.
+    fn partition_room(&self) -> bool {
+        let buffered = self.buffered.load(AtomicOrdering::Acquire);
+        let held = self.outstanding.load(AtomicOrdering::Acquire) + buffered;
+        held < self.spec.max_in_flight && buffered < self.prefetch_bounds().0
+    }
+
+    /// How many messages an unordered lane may ask for: its share of the prefetch not yet
+    /// buffered or asked for, once that is at least a quarter of the share (so a member
+    /// whose buffer is full asks for a batch, not for each message `next()` takes).
+    fn unordered_room(&self) -> Option<usize> {
+        let buffered = self.buffered.load(AtomicOrdering::Acquire);
+        let lanes = self.unordered_lanes.load(AtomicOrdering::Acquire).max(1);
+        let cap = self.window().max(lanes);
+        let share = (cap / lanes).max(1);
+        let requested = self.requested.load(AtomicOrdering::Acquire);
+        let room = cap.saturating_sub(buffered + requested).min(share);
+        (room > 0 && room >= share / 4).then_some(room)
     }
 
     /// One pull loop: asks the consumer for messages while the member has room, puts them in
@@ -557,6 +643,10 @@ impl MemberShared {
                     }
                 }
             }
+            if !ordered && reserved.left == 0 && !failed {
+                // Every message asked for came: the server may hold more.
+                self.pulled_full.store(true, AtomicOrdering::Release);
+            }
             drop(reserved);
             if draining || self.cancel.is_cancelled() {
                 return;
@@ -579,7 +669,7 @@ impl MemberShared {
                 return None;
             }
             if self.outstanding.load(AtomicOrdering::Acquire) >= self.spec.max_in_flight {
-                let notified = self.flow.notified();
+                let notified = self.settled.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 if self.outstanding.load(AtomicOrdering::Acquire) >= self.spec.max_in_flight {
@@ -590,13 +680,20 @@ impl MemberShared {
                 }
                 continue;
             }
+            if rx.is_empty() {
+                // The handler could take a delivery and none is here.
+                self.grow_window();
+            }
             let incoming = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return None,
                 incoming = rx.recv() => incoming?,
             };
             self.buffered.fetch_sub(1, AtomicOrdering::AcqRel);
-            self.flow.notify_waiters();
+            // Wake the pull loops only when one of them may now ask for more.
+            if self.partition_room() || self.unordered_room().is_some() {
+                self.flow.notify_waiters();
+            }
             if let Some(delivery) = self.admit(incoming) {
                 return Some(Ok(delivery));
             }
@@ -680,6 +777,9 @@ impl MemberShared {
             return None;
         }
         let age = arrived.elapsed();
+        if age > self.waited_too_long() {
+            self.shrink_window();
+        }
         let timeout = self.spec.ack_timeout;
         if age >= timeout.mul_f64(0.9) {
             self.bus.count(&message, |c| c.unused += 1);
@@ -772,7 +872,13 @@ impl MemberShared {
     fn settle(&self, key: u64) {
         self.handed.lock().unwrap().remove(&key);
         self.outstanding.fetch_sub(1, AtomicOrdering::AcqRel);
+        self.settled.notify_waiters();
+    }
+
+    /// Wakes everything waiting in this member (it stops).
+    fn wake_all(&self) {
         self.flow.notify_waiters();
+        self.settled.notify_waiters();
     }
 
     /// Stops the member: its pull loops send no more requests (they finish the current ones
@@ -783,7 +889,7 @@ impl MemberShared {
             return;
         }
         self.cancel.cancel();
-        self.flow.notify_waiters();
+        self.wake_all();
         if let Ok(mut rx) = tokio::time::timeout(Duration::from_secs(1), self.rx.lock()).await {
             rx.close();
             while let Ok(incoming) = rx.try_recv() {
@@ -822,14 +928,14 @@ impl MemberShared {
     /// [`Bus::close`]: ovasabi_core::Bus::close
     pub(crate) fn stop_pulling(&self) {
         self.cancel.cancel();
-        self.flow.notify_waiters();
+        self.wake_all();
     }
 }
 
 /// A delivery handed out and not settled.
 struct Handed {
     reply: Subject,
-    message: String,
+    message: MessageKey,
     at: Instant,
 }
 
@@ -937,7 +1043,7 @@ impl Drop for Member {
             return;
         }
         self.shared.cancel.cancel();
-        self.shared.flow.notify_waiters();
+        self.shared.wake_all();
         let shared = self.shared.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move { shared.shutdown(false).await });
@@ -948,9 +1054,8 @@ impl Drop for Member {
 /// Acks, nacks and dead-letters one delivery.
 struct NatsAcker {
     member: Arc<MemberShared>,
-    /// `stream/consumer/sequence`: where [`DeliveryCounts`](crate::bus::DeliveryCounts) are
-    /// kept for it.
-    message: String,
+    /// Where [`DeliveryCounts`](crate::bus::DeliveryCounts) are kept for it.
+    message: MessageKey,
     /// When it was handed out: handed back within the ack timeout, it is forgiven.
     handed_at: Instant,
     reply: Subject,

@@ -4,68 +4,90 @@
 //! `nats://127.0.0.1:4222`); without one every scenario prints why it is skipped and passes,
 //! unless `OVASABI_REQUIRE_SERVICES=1`, where it fails. A "restart" closes the client and
 //! connects again: the state is in the server. Scenarios use unique topic names, so they
-//! share the server; the first bus opened deletes conformance streams left from runs more
-//! than 15 minutes old. Stress mode: `OVASABI_STRESS=1 cargo test -p ovasabi-nats --test
-//! conformance stress_10x`.
+//! share the server, and each scenario's streams are deleted when it ends, passed or failed
+//! ([`Backend::teardown`]). As a backstop (a test process killed midway), the first bus
+//! opened also deletes conformance streams left from runs more than 15 minutes old. Stress
+//! mode: `OVASABI_STRESS=1 cargo test -p ovasabi-nats --test conformance stress_10x`.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ovasabi_conformance::{Backend, Capabilities};
 use ovasabi_core::{Bus, BusError};
+use ovasabi_nats::async_nats::jetstream;
 use ovasabi_nats::config::data_limit;
+use ovasabi_nats::layout;
 use ovasabi_nats::testing::{server_or_skip, ServerProbe};
 use ovasabi_nats::{NatsBus, NatsConfig};
 
-/// NATS at the tests' server; `Default` is the stand-in used when there is none (see the
-/// macro call below).
-#[derive(Default)]
+/// NATS at the tests' server.
 struct Nats {
-    server: Option<ServerProbe>,
+    server: ServerProbe,
 }
 
 impl Nats {
+    /// The backend, or `None` (the skip printed) when no server is reachable.
     fn available() -> Option<Nats> {
-        server_or_skip("the NATS conformance suite").map(|server| Nats {
-            server: Some(server),
-        })
+        server_or_skip("the NATS conformance suite").map(|server| Nats { server })
     }
 }
 
 #[ovasabi_conformance::async_trait]
 impl Backend for Nats {
     async fn open(&self) -> Result<Arc<dyn Bus>, BusError> {
-        let Some(server) = &self.server else {
-            return Err(BusError::Unavailable(
-                "no NATS server with JetStream (see the skip message above)".to_owned(),
-            ));
-        };
-        let bus = NatsBus::connect(NatsConfig::new(&server.url)).await?;
+        let bus = NatsBus::connect(NatsConfig::new(&self.server.url)).await?;
         remove_stale_streams(&bus).await;
         Ok(Arc::new(bus))
     }
 
     fn capabilities(&self) -> Capabilities {
-        let max_payload = self.server.as_ref().map_or(1 << 20, |s| s.max_payload);
         Capabilities {
             // The server's max_payload (1 MiB by default) bounds a whole message, so 64 KiB
             // of it stay for the attributes: see ovasabi_nats::config::data_limit.
-            max_data_bytes: data_limit(NatsConfig::DEFAULT_MAX_DATA_BYTES, max_payload),
+            max_data_bytes: data_limit(NatsConfig::DEFAULT_MAX_DATA_BYTES, self.server.max_payload),
             ..Capabilities::all("nats")
         }
+    }
+
+    /// Deletes the scenario's streams (a topic that was never created is no stream: the
+    /// server answers "not found", which is fine).
+    async fn teardown(&self, topics: &[String]) {
+        use futures::StreamExt;
+        let client = match ovasabi_nats::async_nats::connect(self.server.url.as_str()).await {
+            Ok(client) => client,
+            Err(e) => {
+                println!("note: cannot connect to delete the scenario's streams: {e}");
+                return;
+            }
+        };
+        let js = jetstream::new(client.clone());
+        futures::stream::iter(topics)
+            .for_each_concurrent(16, |topic| {
+                let js = js.clone();
+                async move {
+                    let stream = layout::stream_name(topic);
+                    if let Err(e) = js.delete_stream(&stream).await {
+                        if !e.to_string().contains("not found") {
+                            println!("note: deleting stream {stream} of `{topic}`: {e}");
+                        }
+                    }
+                }
+            })
+            .await;
+        let _ = client.drain().await;
     }
 }
 
 /// Deletes conformance streams (`OVASABI_conf_…`) created more than 15 minutes ago (no
-/// scenario runs that long), once per test process and for at most 15 s: the suite never
-/// deletes what it creates.
+/// scenario runs that long), once per test process and for at most 15 s: a backstop for runs
+/// killed before their teardown.
 async fn remove_stale_streams(bus: &NatsBus) {
     use futures::{StreamExt, TryStreamExt};
     static DONE: OnceLock<()> = OnceLock::new();
     if DONE.set(()).is_err() {
         return;
     }
-    let js = ovasabi_nats::async_nats::jetstream::new(bus.client().clone());
+    let js = jetstream::new(bus.client().clone());
     let cutoff = chrono::Utc::now() - Duration::from_secs(15 * 60);
     let cleaning = async {
         let Ok(streams) = js.streams().try_collect::<Vec<_>>().await else {
@@ -88,10 +110,4 @@ async fn remove_stale_streams(bus: &NatsBus) {
     let _ = tokio::time::timeout(Duration::from_secs(15), cleaning).await;
 }
 
-// When no server is reachable, `return Default::default()` ends each scenario's test early
-// (the skip was printed by `server_or_skip`); inside the stress test's closure the same
-// words yield the stand-in, whose `open` fails with a clear message.
-ovasabi_conformance::conformance_tests!(match Nats::available() {
-    Some(nats) => nats,
-    None => return Default::default(),
-});
+ovasabi_conformance::conformance_tests!(available: Nats::available());

@@ -112,21 +112,41 @@ impl Binding {
 /// does): extensions an invalid event holds under names no header may carry (not
 /// lower-case letters and digits, or a core attribute's name) are left out.
 pub fn to_headers(event: &Event, binding: Binding) -> Vec<(String, String)> {
-    let prefix = binding.prefix();
-    let mut headers = Vec::with_capacity(6 + event.extensions.len());
-    let mut push = |name: &str, value: String| headers.push((format!("{prefix}{name}"), value));
-    push("specversion", SPEC_VERSION.to_owned());
-    push("id", binding.encode(&event.id));
-    push("source", binding.encode(&event.source));
-    push("type", binding.encode(&event.ty));
+    let mut headers = Vec::with_capacity(8 + event.extensions.len());
+    for_each_header(event, binding, |name, value| {
+        headers.push((name.into_owned(), value));
+    });
+    headers
+}
+
+/// The headers [`to_headers`] returns, in the same order, handed to `header` one at a time
+/// without building a list. Names that do not depend on the event (the core attributes',
+/// `content-type`) come as `Cow::Borrowed` static strings, so a caller that can keep them
+/// as they are (a NATS client's `HeaderName::from_static`) allocates nothing for them: this
+/// runs on every publish.
+pub fn for_each_header(
+    event: &Event,
+    binding: Binding,
+    mut header: impl FnMut(Cow<'static, str>, String),
+) {
+    let names = if binding.prefix() == DASHED.prefix {
+        &DASHED
+    } else {
+        &UNDERSCORED
+    };
+    let mut core = |name: &'static str, value: String| header(Cow::Borrowed(name), value);
+    core(names.specversion, SPEC_VERSION.to_owned());
+    core(names.id, binding.encode(&event.id));
+    core(names.source, binding.encode(&event.source));
+    core(names.ty, binding.encode(&event.ty));
     if let Some(v) = &event.subject {
-        push("subject", binding.encode(v));
+        core(names.subject, binding.encode(v));
     }
     if let Some(t) = &event.time {
-        push("time", rfc3339(t));
+        core(names.time, rfc3339(t));
     }
     if let Some(v) = &event.dataschema {
-        push("dataschema", binding.encode(v));
+        core(names.dataschema, binding.encode(v));
     }
     for (name, value) in &event.extensions {
         if check_extension_name(name).is_err() {
@@ -136,20 +156,63 @@ pub fn to_headers(event: &Event, binding: Binding) -> Vec<(String, String)> {
             ExtensionValue::String(s) => binding.encode(s),
             other => other.to_canonical_string(),
         };
-        push(name, value);
+        let mut full = String::with_capacity(names.prefix.len() + name.len());
+        full.push_str(names.prefix);
+        full.push_str(name);
+        header(Cow::Owned(full), value);
     }
     if let Some(ct) = &event.datacontenttype {
         match binding {
-            Binding::Nats => push("datacontenttype", binding.encode(ct)),
+            Binding::Nats => header(Cow::Borrowed(names.datacontenttype), binding.encode(ct)),
             // A `content-type` of `application/cloudevents…` would announce the structured
             // mode, so data that is itself a CloudEvent names its type in a `ce-` header.
-            _ if is_cloudevents_media_type(ct) => push("datacontenttype", binding.encode(ct)),
-            Binding::Http => headers.push((CONTENT_TYPE.to_owned(), printable(ct).into_owned())),
-            Binding::Kafka => headers.push((CONTENT_TYPE.to_owned(), ct.clone())),
+            _ if is_cloudevents_media_type(ct) => {
+                header(Cow::Borrowed(names.datacontenttype), binding.encode(ct))
+            }
+            Binding::Http => header(Cow::Borrowed(CONTENT_TYPE), printable(ct).into_owned()),
+            Binding::Kafka => header(Cow::Borrowed(CONTENT_TYPE), ct.clone()),
         }
     }
-    headers
 }
+
+/// The header names of the core attributes under one prefix.
+struct CoreHeaders {
+    prefix: &'static str,
+    specversion: &'static str,
+    id: &'static str,
+    source: &'static str,
+    ty: &'static str,
+    subject: &'static str,
+    time: &'static str,
+    dataschema: &'static str,
+    datacontenttype: &'static str,
+}
+
+/// HTTP and NATS.
+const DASHED: CoreHeaders = CoreHeaders {
+    prefix: "ce-",
+    specversion: "ce-specversion",
+    id: "ce-id",
+    source: "ce-source",
+    ty: "ce-type",
+    subject: "ce-subject",
+    time: "ce-time",
+    dataschema: "ce-dataschema",
+    datacontenttype: "ce-datacontenttype",
+};
+
+/// Kafka.
+const UNDERSCORED: CoreHeaders = CoreHeaders {
+    prefix: "ce_",
+    specversion: "ce_specversion",
+    id: "ce_id",
+    source: "ce_source",
+    ty: "ce_type",
+    subject: "ce_subject",
+    time: "ce_time",
+    dataschema: "ce_dataschema",
+    datacontenttype: "ce_datacontenttype",
+};
 
 /// Whether a `content-type` names a CloudEvents event format, meaning structured mode.
 fn is_cloudevents_media_type(content_type: &str) -> bool {
@@ -188,35 +251,43 @@ pub fn from_headers<'a>(
             content_type = Some(value.trim_matches([' ', '\t']));
             continue;
         }
-        let Some(attribute) = name
+        let Some(rest) = name
             .get(..prefix.len())
             .filter(|p| p.eq_ignore_ascii_case(prefix))
-            .map(|_| name[prefix.len()..].to_ascii_lowercase())
+            .map(|_| &name[prefix.len()..])
         else {
             continue;
         };
+        // Core attributes (most headers) are matched without building a lower-case copy.
+        let slot = CORE_ATTRIBUTES
+            .iter()
+            .position(|a| a.eq_ignore_ascii_case(rest));
+        let attribute: Cow<'static, str> = match slot {
+            Some(slot) => Cow::Borrowed(CORE_ATTRIBUTES[slot]),
+            None => Cow::Owned(rest.to_ascii_lowercase()),
+        };
         let value = if binding.percent_encodes() {
             decode_header_value(value).map_err(|reason| {
-                FormatError::attribute(&attribute, format!("header `{name}`: {reason}"))
+                FormatError::attribute(attribute.as_ref(), format!("header `{name}`: {reason}"))
             })?
         } else {
             value.to_owned()
         };
         let duplicate = || {
             FormatError::attribute(
-                &attribute,
+                attribute.as_ref(),
                 format!("header `{name}` appears twice; each attribute may appear only once"),
             )
         };
-        if let Some(slot) = CORE_ATTRIBUTES.iter().position(|a| *a == attribute) {
+        if let Some(slot) = slot {
             if core[slot].replace(value).is_some() {
                 return Err(duplicate());
             }
-        } else if extensions
-            .insert(attribute.clone(), ExtensionValue::String(value))
-            .is_some()
-        {
-            return Err(duplicate());
+        } else {
+            if extensions.contains_key(attribute.as_ref()) {
+                return Err(duplicate());
+            }
+            extensions.insert(attribute.into_owned(), ExtensionValue::String(value));
         }
     }
 
@@ -754,5 +825,26 @@ mod tests {
             Binding::Nats.header_name("datacontenttype"),
             "ce-datacontenttype"
         );
+    }
+
+    #[test]
+    fn static_header_names_are_the_prefixed_attribute_names() {
+        for names in [&DASHED, &UNDERSCORED] {
+            let pairs = [
+                ("specversion", names.specversion),
+                ("id", names.id),
+                ("source", names.source),
+                ("type", names.ty),
+                ("subject", names.subject),
+                ("time", names.time),
+                ("dataschema", names.dataschema),
+                ("datacontenttype", names.datacontenttype),
+            ];
+            for (attribute, header) in pairs {
+                assert_eq!(header, format!("{}{attribute}", names.prefix));
+            }
+        }
+        assert_eq!(DASHED.prefix, Binding::Nats.prefix());
+        assert_eq!(UNDERSCORED.prefix, Binding::Kafka.prefix());
     }
 }
