@@ -4,12 +4,13 @@
 //! field; a user's messages are listed a page at a time, each once; users the messaging
 //! projection knows were deleted are refused.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Platform;
+use common::{start, Db, Platform};
 use ovasabi_core::Event;
 use ovasabi_services::messaging::{conversation_id, MessagingService};
 use ovasabi_services::users::UsersService;
@@ -308,92 +309,6 @@ async fn messages_from_or_to_deleted_users_are_refused_once_the_projection_knows
     // Users it has not heard of are accepted: messaging cannot check that they exist.
     send(&platform, ada, "someone-unknown", "hello?").await;
     platform.stop().await;
-}
-
-// ---------------------------------------------------------------------------------------
-// Each scenario runs on SQLite and on PostgreSQL (skipped, saying so, when no server is
-// reachable; required under OVASABI_REQUIRE_SERVICES=1): the services' SQL is written once
-// for both.
-
-/// The database a scenario runs on.
-#[derive(Clone, Copy, Debug)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// A platform, and the PostgreSQL schema and bus directory it lives on.
-struct Running {
-    platform: Platform,
-    _schema: Option<ovasabi_store::testing::TestSchema>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl std::ops::Deref for Running {
-    type Target = Platform;
-
-    fn deref(&self) -> &Platform {
-        &self.platform
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.platform.stop().await;
-    }
-}
-
-/// `services` on the embedded bus and `db`; `None` when PostgreSQL is not there.
-async fn start(
-    services: Vec<Arc<dyn ovasabi_services::Service>>,
-    db: Db,
-    test: &str,
-) -> Option<Running> {
-    match db {
-        Db::Sqlite => Some(Running {
-            platform: Platform::embedded(services).await,
-            _schema: None,
-            _dir: None,
-        }),
-        Db::Postgres => {
-            let schema = ovasabi_store::testing::postgres_or_skip(test).await?;
-            let dir = tempfile::tempdir().unwrap();
-            let bus: Arc<dyn ovasabi_core::Bus> = Arc::new(
-                ovasabi_embedded::EmbeddedBus::open(ovasabi_embedded::EmbeddedConfig::new(
-                    dir.path().join("bus"),
-                ))
-                .await
-                .unwrap(),
-            );
-            Some(Running {
-                platform: Platform::start(services, bus, schema.config()).await,
-                _schema: Some(schema),
-                _dir: Some(dir),
-            })
-        }
-    }
-}
-
-/// A test per scenario and database: `sqlite::<scenario>`, `postgresql::<scenario>`.
-macro_rules! on_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgresql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both!(

@@ -4,13 +4,14 @@
 //! zero, even concurrently; a redelivered event mints once; unreadable events are
 //! dead-lettered; every 4xx names the field; the ledger is walked a page at a time.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::Platform;
+use common::{start, Db, Platform};
 use ovasabi_core::{Bus, Event};
 use ovasabi_embedded::{EmbeddedBus, EmbeddedConfig};
 use ovasabi_events::commerce::{OrderPlaced, PaymentCompleted, PaymentMethod};
@@ -640,92 +641,6 @@ async fn the_ledger_is_walked_page_by_page_each_entry_once(db: Db) {
     let deltas: Vec<i64> = seen.iter().map(|e| e["delta"].as_i64().unwrap()).collect();
     assert_eq!(deltas, [-6, -5, -4, -3, -2, -1, 100]);
     platform.stop().await;
-}
-
-// ---------------------------------------------------------------------------------------
-// Each scenario runs on SQLite and on PostgreSQL (skipped, saying so, when no server is
-// reachable; required under OVASABI_REQUIRE_SERVICES=1): the services' SQL is written once
-// for both.
-
-/// The database a scenario runs on.
-#[derive(Clone, Copy, Debug)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// A platform, and the PostgreSQL schema and bus directory it lives on.
-struct Running {
-    platform: Platform,
-    _schema: Option<ovasabi_store::testing::TestSchema>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl std::ops::Deref for Running {
-    type Target = Platform;
-
-    fn deref(&self) -> &Platform {
-        &self.platform
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.platform.stop().await;
-    }
-}
-
-/// `services` on the embedded bus and `db`; `None` when PostgreSQL is not there.
-async fn start(
-    services: Vec<Arc<dyn ovasabi_services::Service>>,
-    db: Db,
-    test: &str,
-) -> Option<Running> {
-    match db {
-        Db::Sqlite => Some(Running {
-            platform: Platform::embedded(services).await,
-            _schema: None,
-            _dir: None,
-        }),
-        Db::Postgres => {
-            let schema = ovasabi_store::testing::postgres_or_skip(test).await?;
-            let dir = tempfile::tempdir().unwrap();
-            let bus: Arc<dyn ovasabi_core::Bus> = Arc::new(
-                ovasabi_embedded::EmbeddedBus::open(ovasabi_embedded::EmbeddedConfig::new(
-                    dir.path().join("bus"),
-                ))
-                .await
-                .unwrap(),
-            );
-            Some(Running {
-                platform: Platform::start(services, bus, schema.config()).await,
-                _schema: Some(schema),
-                _dir: Some(dir),
-            })
-        }
-    }
-}
-
-/// A test per scenario and database: `sqlite::<scenario>`, `postgresql::<scenario>`.
-macro_rules! on_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgresql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both!(

@@ -2,7 +2,7 @@
 //! directory (or any bus and database), the HTTP API on a free port, a real HTTP client, and
 //! a reader of what reached the bus.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -193,4 +193,90 @@ fn uuid_like() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// Each scenario runs on SQLite and on PostgreSQL (skipped, saying so, when no server is
+// reachable; required under OVASABI_REQUIRE_SERVICES=1): the services' SQL is written once
+// for both.
+
+/// The database a scenario runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A platform, and the PostgreSQL schema and bus directory it lives on.
+pub struct Running {
+    platform: Platform,
+    _schema: Option<ovasabi_store::testing::TestSchema>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Platform;
+
+    fn deref(&self) -> &Platform {
+        &self.platform
+    }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.platform.stop().await;
+    }
+}
+
+/// `services` on the embedded bus and `db`; `None` when PostgreSQL is not there.
+pub async fn start(
+    services: Vec<Arc<dyn ovasabi_services::Service>>,
+    db: Db,
+    test: &str,
+) -> Option<Running> {
+    match db {
+        Db::Sqlite => Some(Running {
+            platform: Platform::embedded(services).await,
+            _schema: None,
+            _dir: None,
+        }),
+        Db::Postgres => {
+            let schema = ovasabi_store::testing::postgres_or_skip(test).await?;
+            let dir = tempfile::tempdir().unwrap();
+            let bus: Arc<dyn ovasabi_core::Bus> = Arc::new(
+                ovasabi_embedded::EmbeddedBus::open(ovasabi_embedded::EmbeddedConfig::new(
+                    dir.path().join("bus"),
+                ))
+                .await
+                .unwrap(),
+            );
+            Some(Running {
+                platform: Platform::start(services, bus, schema.config()).await,
+                _schema: Some(schema),
+                _dir: Some(dir),
+            })
+        }
+    }
+}
+
+/// A test per scenario and database: `sqlite::<scenario>`, `postgresql::<scenario>`.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Db::Sqlite).await;
+                }
+            )*
+        }
+        mod postgresql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Db::Postgres).await;
+                }
+            )*
+        }
+    };
 }
