@@ -398,15 +398,36 @@ pub(crate) struct BenchHttpArgs {
     /// The endpoint: `orders` (POST /v1/orders) or `users` (POST /v1/users)
     #[arg(long, default_value = "orders")]
     pub(crate) endpoint: String,
-    /// Requests per measurement
+    /// The load generator: `wrk` (a separate process, from Debian's `wrk` package),
+    /// `builtin` (in this process, sharing its cores), or `auto` (wrk when on PATH)
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) load: LoadGenerator,
+    /// Seconds of load per measurement (wrk)
+    #[arg(long, default_value_t = 8)]
+    pub(crate) seconds: u64,
+    /// Requests per measurement (builtin)
     #[arg(long, default_value_t = 20_000)]
     pub(crate) requests: usize,
     /// Requests in flight (keep-alive connections)
     #[arg(long, default_value_t = 64)]
     pub(crate) connections: usize,
+    /// Measurements of each side, alternating; the ratio is the median of the rounds'
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: usize,
     /// Output format
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,
+}
+
+/// Who sends `bench http`'s requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LoadGenerator {
+    /// wrk when it is on PATH, else builtin.
+    Auto,
+    /// wrk, in a process of its own.
+    Wrk,
+    /// A client in this process.
+    Builtin,
 }
 
 #[derive(Debug, Args)]

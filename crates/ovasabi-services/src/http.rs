@@ -300,7 +300,12 @@ impl Api {
     where
         F: for<'t, 'm> FnOnce(&'t mut Tx<'m>) -> TxFuture<'t, Answer>,
     {
-        let hash = request_hash(request);
+        // Only a request with a key is remembered, so only its body is hashed.
+        let hash = meta
+            .idempotency_key
+            .as_ref()
+            .map(|_| request_hash(request))
+            .unwrap_or_default();
         if let Some(key) = &meta.idempotency_key {
             if let Some(stored) = self.stored(scope, key, &hash).await? {
                 return Ok(stored);

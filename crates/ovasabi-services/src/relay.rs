@@ -18,8 +18,8 @@
 //!   processes.
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ovasabi_core::{Event, Publisher};
@@ -58,6 +58,8 @@ pub struct Relay {
     owner: String,
     handle: RelayHandle,
     delay: Duration,
+    /// When the held lease is next renewed (`None`: not held).
+    renew_at: Mutex<Option<Instant>>,
 }
 
 impl Relay {
@@ -76,6 +78,7 @@ impl Relay {
             owner: owner.into(),
             handle: RelayHandle::default(),
             delay: Duration::ZERO,
+            renew_at: Mutex::new(None),
         }
     }
 
@@ -91,8 +94,22 @@ impl Relay {
         self.handle.clone()
     }
 
-    /// Takes or renews the lease; whether this process holds it.
+    /// Takes or renews the lease; whether this process holds it. A lease renewed less than
+    /// a third of [`Relay::LEASE`] ago is held without asking the database: no other
+    /// process can take it before it expires.
     async fn lease(&self) -> Result<bool, StoreError> {
+        let due = *self.renew_at.lock().unwrap_or_else(|p| p.into_inner());
+        if due.is_some_and(|due| Instant::now() < due) {
+            return Ok(true);
+        }
+        let asked = Instant::now();
+        let held = self.take_lease().await?;
+        *self.renew_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            held.then(|| asked + Self::LEASE / 3);
+        Ok(held)
+    }
+
+    async fn take_lease(&self) -> Result<bool, StoreError> {
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(Self::LEASE).unwrap_or_default();
         self.store
@@ -115,6 +132,7 @@ impl Relay {
 
     /// Gives the lease up (at shutdown), so another process takes over at once.
     async fn release(&self) {
+        *self.renew_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let _ = self
             .store
             .execute(

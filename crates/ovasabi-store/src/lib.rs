@@ -104,7 +104,12 @@
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL` (a commit survives the process
 //! being killed; the last ones may be lost on power loss), one writer: transactions run
-//! one at a time, queries run beside them on reader connections. PostgreSQL runs at its
+//! one at a time, queries run beside them on reader connections. Transactions that
+//! commit while others wait share one SQLite `COMMIT` (group commit): each `commit`
+//! returns once that `COMMIT` is done, with its outcome. A deferred constraint
+//! (`DEFERRABLE INITIALLY DEFERRED`) is checked at that shared `COMMIT`, so its violation
+//! fails every transaction of the group: keep constraints immediate (the default) on
+//! SQLite. PostgreSQL runs at its
 //! default isolation (`READ COMMITTED`) with a pool of connections
 //! ([`StoreConfig::with_pool_size`]).
 

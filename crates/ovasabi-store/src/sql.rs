@@ -8,9 +8,36 @@
 //!   no such syntax, and needs none, since its transactions never overlap.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Rewritten statements remembered per thread, at most this many (services run a fixed
+/// set of statements; the cache starts over if some code makes them without end).
+const CACHED: usize = 1024;
+
+thread_local! {
+    static REWRITTEN: RefCell<HashMap<Box<str>, Arc<str>>> = RefCell::new(HashMap::new());
+}
+
+/// Both rewrites, remembered: a service runs the same few statements over and over.
+pub(crate) fn to_sqlite(sql: &str) -> Arc<str> {
+    REWRITTEN.with(|cache| {
+        if let Some(done) = cache.borrow().get(sql) {
+            return done.clone();
+        }
+        let done: Arc<str> = rewrite(sql).into();
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= CACHED {
+            cache.clear();
+        }
+        cache.insert(sql.into(), done.clone());
+        done
+    })
+}
 
 /// Both rewrites.
-pub(crate) fn to_sqlite(sql: &str) -> String {
+fn rewrite(sql: &str) -> String {
     let sql = to_sqlite_placeholders(sql);
     strip_row_lock(&sql).to_owned()
 }
