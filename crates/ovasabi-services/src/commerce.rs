@@ -1628,6 +1628,27 @@ async fn place(
                 let now = now();
                 let items = serde_json::to_value(&new.items).unwrap_or(Value::Null);
                 let address = serde_json::to_value(&new.address).unwrap_or(Value::Null);
+                // The answer is the row as written (what GET /v1/orders/{id} reads back).
+                let order = Order {
+                    id: id.clone(),
+                    customer_id: new.customer_id.clone(),
+                    status: Status::Placed,
+                    currency: new.currency.clone(),
+                    subtotal_minor: new.subtotal,
+                    discount_minor: new.discount,
+                    total_minor: new.total,
+                    coupon_code: new.coupon.clone(),
+                    items: items.clone(),
+                    shipping_address: address.clone(),
+                    payment: None,
+                    shipment: None,
+                    refund: None,
+                    cancellation: None,
+                    pending_attempt_id: None,
+                    pending_until: None,
+                    placed_at: now,
+                    updated_at: now,
+                };
                 tx.db()
                     .execute(
                         "INSERT INTO orders (id, customer_id, status, currency, subtotal_minor,
@@ -1662,7 +1683,6 @@ async fn place(
                     SOURCE,
                 )
                 .await?;
-                let order = lock_order(tx.db(), &id).await?;
                 Ok((StatusCode::CREATED, order.to_json()))
             })
         })

@@ -69,6 +69,8 @@ impl Relay {
     pub const LEASE: Duration = Duration::from_secs(10);
     /// Rows per fetch.
     pub const BATCH: usize = 256;
+    /// How long a relay that just published waits for more rows before its next pass.
+    pub const GATHER: Duration = Duration::from_millis(2);
 
     /// A relay from `store` to `bus`; `owner` names this process in the lease.
     pub fn new(store: Store, bus: Arc<dyn Publisher>, owner: impl Into<String>) -> Relay {
@@ -209,6 +211,14 @@ impl Relay {
                         _ = self.handle.inner.wake.notified() => {}
                         _ = tokio::time::sleep(Self::POLL) => {}
                         _ = stop.cancelled() => break,
+                    }
+                    if n > 0 {
+                        // Rows keep coming: let a few more commit, so the next pass
+                        // publishes them in one batch instead of one pass each.
+                        tokio::select! {
+                            _ = tokio::time::sleep(Self::GATHER) => {}
+                            _ = stop.cancelled() => break,
+                        }
                     }
                 }
                 Err(error) => {

@@ -189,6 +189,12 @@ async fn happy_path(platform: &Platform, provider: &TestProvider) {
     );
     assert_eq!(order["coupon_code"], "WELCOME10");
     assert_eq!(order["status"], "placed");
+    // The answer is the order as stored.
+    let (status, mut stored) = platform.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stored["payment_attempts"], json!([]));
+    stored.as_object_mut().unwrap().remove("payment_attempts");
+    assert_eq!(stored, order);
 
     let (status, again, headers) = platform.post("/v1/orders", &body, Some("place-1")).await;
     assert_eq!(status, StatusCode::CREATED);

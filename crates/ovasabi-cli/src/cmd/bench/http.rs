@@ -98,6 +98,20 @@ struct Measured {
     rate: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time of this process per request, in microseconds.
+    cpu_us: f64,
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; clock
+/// ticks of 1/100 s).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from the 3rd: utime is the
+    // 14th field, stime the 15th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 /// What a load generator saw.
@@ -152,6 +166,7 @@ async fn measure(
             .send()
             .await;
     }
+    let cpu_before = process_cpu_seconds();
     let load = if wrk {
         wrk_load(target, args, &url, dir.path()).await?
     } else {
@@ -169,6 +184,12 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let published = relay.as_ref().map_or(0, |r| r.published());
+    // The server's CPU for the requests and for relaying their events (with wrk, this
+    // process is the server alone).
+    let cpu_us = match (cpu_before, process_cpu_seconds()) {
+        (Some(before), Some(after)) => (after - before) * 1e6 / load.requests.max(1) as f64,
+        _ => f64::NAN,
+    };
     runtime
         .wait(async {})
         .await
@@ -184,6 +205,7 @@ async fn measure(
         rate: load.rate,
         p50_ms: load.p50_ms,
         p99_ms: load.p99_ms,
+        cpu_us,
     })
 }
 
@@ -401,11 +423,13 @@ pub(super) async fn bench_http(args: BenchHttpArgs) -> Result<(), Failure> {
         rate: side(&ons, |m| m.rate),
         p50_ms: side(&ons, |m| m.p50_ms),
         p99_ms: side(&ons, |m| m.p99_ms),
+        cpu_us: side(&ons, |m| m.cpu_us),
     };
     let off = Measured {
         rate: side(&offs, |m| m.rate),
         p50_ms: side(&offs, |m| m.p50_ms),
         p99_ms: side(&offs, |m| m.p99_ms),
+        cpu_us: side(&offs, |m| m.cpu_us),
     };
     let generator = if wrk { "wrk" } else { "builtin client" };
     let rows = vec![
@@ -435,6 +459,14 @@ pub(super) async fn bench_http(args: BenchHttpArgs) -> Result<(), Failure> {
             baseline: "publishing off".to_owned(),
             baseline_value: off.p99_ms,
             ratio: ratio(|off, on| off.p99_ms / on.p99_ms),
+        },
+        Row {
+            measure: format!("{} server CPU per request", target.name),
+            value: on.cpu_us,
+            unit: "µs",
+            baseline: "publishing off".to_owned(),
+            baseline_value: off.cpu_us,
+            ratio: ratio(|off, on| off.cpu_us / on.cpu_us),
         },
     ];
     match format {
