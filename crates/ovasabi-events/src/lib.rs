@@ -77,7 +77,11 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
     fn to_event(&self, source: &str) -> Event {
         let event = Event::new(Self::TYPE, source)
             .with_dataschema(Self::dataschema())
-            .with_json(&to_json(self));
+            .with_data(
+                "application/json",
+                // Straight from the struct to bytes, in its fields' order.
+                serde_json::to_vec(self).expect("event payloads serialize to JSON"),
+            );
         match self.subject() {
             Some(subject) => event
                 .with_subject(subject.clone())

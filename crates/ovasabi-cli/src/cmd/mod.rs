@@ -100,11 +100,6 @@ pub(crate) fn load_failure(errors: Vec<ovasabi_schema::LoadError>) -> Failure {
     ))
 }
 
-/// The contracts every published event is checked against.
-pub(crate) fn contracts(global: &Global) -> Result<ovasabi_schema::Contracts, Failure> {
-    contracts_of(global.schemas_dir.as_deref())
-}
-
 /// The contracts of the compiled-in schemas plus those in `schemas_dir`.
 pub(crate) fn contracts_of(
     schemas_dir: Option<&std::path::Path>,
@@ -118,7 +113,15 @@ pub(crate) fn contracts_of(
 
 /// Opens the configured bus, checking every published event against its contract.
 pub(crate) async fn open_bus(global: &Global) -> Result<Arc<dyn Bus>, Failure> {
-    let contracts = contracts(global)?;
+    open_bus_with(global, Arc::new(registry(global)?)).await
+}
+
+/// Like [`open_bus`], with the contracts of a registry already loaded.
+pub(crate) async fn open_bus_with(
+    global: &Global,
+    registry: Arc<ovasabi_schema::Registry>,
+) -> Result<Arc<dyn Bus>, Failure> {
+    let contracts = ovasabi_schema::Contracts::new(registry, ovasabi_events::upcasters());
     let inner: Arc<dyn Bus> = match bus_choice(global)? {
         BusChoice::Embedded => {
             let config = embedded_config(global)?;

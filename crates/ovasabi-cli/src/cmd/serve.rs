@@ -6,7 +6,7 @@ use std::time::Duration;
 use ovasabi_services::{ServiceError, ServiceOptions, Settings};
 
 use crate::cli::{Global, RunArgs, ServeArgs, UpArgs};
-use crate::cmd::{bus_choice, data_dir, open_bus, parse_duration, store_config, BusChoice};
+use crate::cmd::{bus_choice, data_dir, open_bus_with, parse_duration, store_config, BusChoice};
 use crate::failure::Failure;
 use crate::output::outln;
 
@@ -137,13 +137,15 @@ async fn run(
     let services = ovasabi_services::select(&catalog, names).map_err(service_failure)?;
     let mut settings = settings(&args)?;
     settings.http = http_addr(http)?;
-    settings.schemas = Some(std::sync::Arc::new(crate::cmd::registry(global)?));
+    // Loaded once: served at /v1/schemas, and the contracts every publish is checked against.
+    let registry = std::sync::Arc::new(crate::cmd::registry(global)?);
+    settings.schemas = Some(registry.clone());
     let database = store_config(global)?;
     let bus_name = match bus_choice(global)? {
         BusChoice::Embedded => format!("embedded bus in {}", data_dir(global).display()),
         BusChoice::Nats(url) => format!("NATS JetStream at {url}"),
     };
-    let bus = open_bus(global).await?;
+    let bus = open_bus_with(global, registry).await?;
     eprintln!("ovasabi {}", env!("CARGO_PKG_VERSION"));
     eprintln!("  bus       {bus_name}");
     eprintln!("  database  {database}");
