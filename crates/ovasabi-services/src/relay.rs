@@ -197,9 +197,15 @@ impl Relay {
                     .map_err(|e| format!("reading the outbox: {e}"))?;
                 self.publish(&rows).await
             };
+            tokio::pin!(pass);
             let outcome = tokio::select! {
-                outcome = pass => outcome,
-                _ = stop.cancelled() => break,
+                outcome = &mut pass => outcome,
+                _ = stop.cancelled() => {
+                    // Finish the pass under way: its rows may be on the bus already, and
+                    // dropping it before they are marked would send them again below.
+                    let _ = tokio::time::timeout(grace, &mut pass).await;
+                    break;
+                }
             };
             match outcome {
                 Ok(n) => {
