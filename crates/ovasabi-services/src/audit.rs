@@ -159,17 +159,11 @@ impl Service for AuditService {
     }
 
     fn openapi(&self) -> Value {
-        let mut parameters = vec![
+        let parameters = paging::openapi_parameters_after(vec![
             json!({"name": "subject", "in": "query", "schema": {"type": "string"}, "description": "Only events of this subject"}),
             json!({"name": "type", "in": "query", "schema": {"type": "string"}, "description": "Only events of this type"}),
             json!({"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "Only events whose time is at or after this (RFC 3339)"}),
-        ];
-        parameters.extend(
-            paging::openapi_parameters()
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
-        );
+        ]);
         json!({
             "paths": {
                 "/v1/audit": {

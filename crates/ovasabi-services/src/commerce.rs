@@ -1932,12 +1932,9 @@ fn openapi() -> Value {
             }
         }})
     };
-    let mut list_params = vec![
+    let list_params = paging::openapi_parameters_after(vec![
         json!({"name": "customer_id", "in": "query", "required": false, "schema": {"type": "string"}}),
-    ];
-    if let Value::Array(p) = paging::openapi_parameters() {
-        list_params.extend(p);
-    }
+    ]);
     let money = json!({"$ref": "#/components/schemas/Money"});
     json!({
         "paths": {

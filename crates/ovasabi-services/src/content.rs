@@ -889,12 +889,7 @@ fn openapi() -> Value {
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
     let idem = json!({"$ref": "#/components/parameters/IdempotencyKey"});
     let corr = json!({"$ref": "#/components/parameters/CorrelationId"});
-    let page_params = |mut first: Vec<Value>| {
-        if let Value::Array(p) = paging::openapi_parameters() {
-            first.extend(p);
-        }
-        Value::Array(first)
-    };
+    let page_params = paging::openapi_parameters_after;
     let kinds = json!(["post", "article", "image", "video"]);
     let visibilities = json!(["public", "followers", "private"]);
     let tags = json!({"type": "array", "maxItems": MAX_TAGS, "uniqueItems": true, "items": {"type": "string", "pattern": "^[a-z0-9_-]{1,40}$"}});

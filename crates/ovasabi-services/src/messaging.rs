@@ -133,15 +133,9 @@ impl Service for MessagingService {
 
     fn openapi(&self) -> Value {
         let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        let mut get_parameters = vec![
+        let get_parameters = paging::openapi_parameters_after(vec![
             json!({"name": "user_id", "in": "query", "required": true, "schema": {"type": "string"}}),
-        ];
-        get_parameters.extend(
-            paging::openapi_parameters()
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
-        );
+        ]);
         json!({
             "paths": {
                 "/v1/messages": {

@@ -352,10 +352,16 @@ pub(crate) mod paging {
 
     /// The OpenAPI parameters `limit` and `cursor`.
     pub(crate) fn openapi_parameters() -> Value {
-        json!([
-            {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
-            {"name": "cursor", "in": "query", "required": false, "description": "The `next_cursor` of the previous page", "schema": {"type": "string"}}
-        ])
+        openapi_parameters_after(Vec::new())
+    }
+
+    /// `first`, then the OpenAPI parameters `limit` and `cursor`.
+    pub(crate) fn openapi_parameters_after(mut first: Vec<Value>) -> Value {
+        first.extend([
+            json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}),
+            json!({"name": "cursor", "in": "query", "required": false, "description": "The `next_cursor` of the previous page", "schema": {"type": "string"}}),
+        ]);
+        Value::Array(first)
     }
 
     #[cfg(test)]

@@ -171,13 +171,7 @@ impl Service for WalletService {
     fn openapi(&self) -> Value {
         let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
         let user_id = json!({"name": "user_id", "in": "path", "required": true, "schema": {"type": "string"}});
-        let mut get_parameters = vec![user_id.clone()];
-        get_parameters.extend(
-            paging::openapi_parameters()
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
-        );
+        let get_parameters = paging::openapi_parameters_after(vec![user_id.clone()]);
         json!({
             "paths": {
                 "/v1/wallets/{user_id}": {"get": {
