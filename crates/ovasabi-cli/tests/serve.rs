@@ -218,24 +218,6 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     assert!(again.terminate().success(), "{}", again.log());
     assert!(again.log().contains("audit: 0 received"), "{}", again.log());
     assert_eq!(audit_lines(data_dir).len(), 3);
-
-    // The trail is a hash chain: intact as recorded, and a changed entry is named.
-    let intact = stdout_ok(&ovasabi(data_dir, &["audit", "verify", "--format", "json"]));
-    let intact: serde_json::Value = serde_json::from_str(intact.trim()).unwrap();
-    assert_eq!(intact, serde_json::json!({"intact": true, "entries": 3}));
-    let db = rusqlite::Connection::open(data_dir.join("ovasabi.db")).unwrap();
-    db.execute(
-        "UPDATE audit_events SET recorded_by = 'someone else' WHERE position = 2",
-        [],
-    )
-    .unwrap();
-    let broken = ovasabi(data_dir, &["audit", "verify"]);
-    assert_eq!(broken.status.code(), Some(3));
-    let stderr = String::from_utf8_lossy(&broken.stderr);
-    assert!(
-        stderr.contains("the audit trail is broken at entry 2: entry 2 was changed"),
-        "{stderr}"
-    );
 }
 
 #[test]

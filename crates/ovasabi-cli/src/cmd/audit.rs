@@ -1,11 +1,11 @@
-//! `ovasabi audit list|verify`: the audit trail, read from the services' database (it works
-//! while `ovasabi up` runs).
+//! `ovasabi audit list`: the audit trail, read from the services' database (it works while
+//! `ovasabi up` runs).
 
-use ovasabi_services::audit::{self, AuditFilter, Verdict};
+use ovasabi_services::audit::{self, AuditFilter};
 use ovasabi_services::Service as _;
 use ovasabi_store::Store;
 
-use crate::cli::{AuditCommand, AuditListArgs, AuditVerifyArgs, Format, Global};
+use crate::cli::{AuditCommand, AuditListArgs, Format, Global};
 use crate::cmd::store_config;
 use crate::failure::Failure;
 use crate::output::outln;
@@ -14,51 +14,15 @@ use crate::output::outln;
 pub(crate) async fn run(global: &Global, cmd: AuditCommand) -> Result<(), Failure> {
     match cmd {
         AuditCommand::List(args) => list(global, args).await,
-        AuditCommand::Verify(args) => verify(global, args).await,
-    }
-}
-
-async fn open(global: &Global) -> Result<Store, Failure> {
-    let database = store_config(global)?;
-    let migrations = [ovasabi_services::AuditService::default().migrations()];
-    Store::open(&database, &migrations)
-        .await
-        .map_err(|e| Failure::runtime(format!("database {database}: {e}")))
-}
-
-async fn verify(global: &Global, args: AuditVerifyArgs) -> Result<(), Failure> {
-    let store = open(global).await?;
-    let verdict = audit::verify(&store)
-        .await
-        .map_err(|e| Failure::runtime(format!("reading the audit trail: {e}")))?;
-    match (&verdict, args.format) {
-        (Verdict::Intact { entries }, Format::Json) => {
-            outln!(
-                "{}",
-                serde_json::json!({"intact": true, "entries": entries})
-            );
-        }
-        (Verdict::Intact { entries }, Format::Pretty) => {
-            outln!("audit trail intact: {entries} entries, each hash matching its content and the one before");
-        }
-        (Verdict::Broken { position, reason }, Format::Json) => {
-            outln!(
-                "{}",
-                serde_json::json!({"intact": false, "position": position, "reason": reason})
-            );
-        }
-        (Verdict::Broken { .. }, Format::Pretty) => {}
-    }
-    match verdict {
-        Verdict::Intact { .. } => Ok(()),
-        Verdict::Broken { position, reason } => Err(Failure::check(format!(
-            "the audit trail is broken at entry {position}: {reason}"
-        ))),
     }
 }
 
 async fn list(global: &Global, args: AuditListArgs) -> Result<(), Failure> {
-    let store = open(global).await?;
+    let database = store_config(global)?;
+    let migrations = [ovasabi_services::AuditService::default().migrations()];
+    let store = Store::open(&database, &migrations)
+        .await
+        .map_err(|e| Failure::runtime(format!("database {database}: {e}")))?;
     let filter = AuditFilter {
         subject: args.subject,
         event_type: args.ty,
