@@ -126,6 +126,22 @@ struct WriterState {
     last_commit: Option<tokio::time::Instant>,
 }
 
+impl WriterState {
+    /// Tells the group's members (if any) that it will not commit, and why.
+    fn fail_group(&mut self, why: &str) {
+        if let Some(group) = self.group.take() {
+            finish(
+                group,
+                Err(FailedCommit {
+                    kind: DbErrorKind::Other,
+                    code: None,
+                    message: why.to_owned(),
+                }),
+            );
+        }
+    }
+}
+
 /// The writer: its connection behind the lock transactions hold, and what commits share.
 struct Writer {
     gate: Arc<AsyncMutex<WriterState>>,
@@ -154,16 +170,7 @@ impl Writer {
     async fn begin(self: &Arc<Self>) -> Result<SqliteTx> {
         let mut guard = self.lock().await;
         if guard.conn.is_autocommit() {
-            if let Some(group) = guard.group.take() {
-                finish(
-                    group,
-                    Err(FailedCommit {
-                        kind: DbErrorKind::Other,
-                        code: None,
-                        message: "SQLite rolled the transaction back after an error".into(),
-                    }),
-                );
-            }
+            guard.fail_group("SQLite rolled the transaction back after an error");
             guard = self.begin_immediate(guard).await?;
         } else if guard.group.is_none() {
             // Cannot happen (every path that leaves the group empty ends the SQLite
@@ -295,16 +302,7 @@ fn undo(guard: &mut WriterState) {
     {
         // The savepoint cannot be undone alone: undo everything, and tell the group.
         let _ = guard.conn.execute_batch("ROLLBACK");
-        if let Some(group) = guard.group.take() {
-            finish(
-                group,
-                Err(FailedCommit {
-                    kind: DbErrorKind::Other,
-                    code: None,
-                    message: "a transaction in the group could not be rolled back alone".into(),
-                }),
-            );
-        }
+        guard.fail_group("a transaction in the group could not be rolled back alone");
         return;
     }
     end_if_empty(guard);
@@ -524,16 +522,7 @@ impl SqliteTx {
         };
         if guard.conn.is_autocommit() {
             // SQLite rolled everything back after an error: ours, and the group's.
-            if let Some(group) = guard.group.take() {
-                finish(
-                    group,
-                    Err(FailedCommit {
-                        kind: DbErrorKind::Other,
-                        code: None,
-                        message: "SQLite rolled the transaction back after an error".into(),
-                    }),
-                );
-            }
+            guard.fail_group("SQLite rolled the transaction back after an error");
             return Err(ended_by_sqlite());
         }
         if let Err(e) = run(&guard.conn, RELEASE) {
