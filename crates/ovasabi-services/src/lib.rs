@@ -12,6 +12,8 @@
 //!   (correlation id, trace context, idempotency key), [`http::Api::transact`] (state change
 //!   + events in one transaction, once per idempotency key).
 //! - [`relay`] — the outbox relay (one per database, by lease).
+//! - [`reactor`] — consumers whose effect happens once per event ([`reactor::Reactor`]), under
+//!   a declared order per subject.
 //! - [`openapi`] — `GET /openapi.json`, merged from the services.
 //! - [`schemas`] — the event contracts over HTTP (`/v1/schemas…`, `/asyncapi.yaml`).
 //! - The services, one module each, each owning its tables: [`users`], [`content`],
@@ -24,6 +26,7 @@ pub mod content;
 pub mod http;
 pub mod messaging;
 pub mod openapi;
+pub mod reactor;
 pub mod relay;
 pub mod runtime;
 pub mod schemas;

@@ -40,16 +40,17 @@ use ovasabi_core::Ordering;
 use ovasabi_events::messaging::MessageSent;
 use ovasabi_events::users::{UserDeleted, UserRegistered};
 use ovasabi_events::DomainEvent;
-use ovasabi_middleware::{Handler, HandlerError, Message, Outgoing};
-use ovasabi_store::{params, Inbox, Migration, MigrationSet, Row, Store};
+use ovasabi_middleware::{HandlerError, Message};
+use ovasabi_store::{inbox::Order, params, Migration, MigrationSet, Row, Transaction};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::http::{Api, ApiError, RequestMeta};
+use crate::reactor::{Reaction, Reactor};
 use crate::runtime::{ConsumerSpec, Context, Service, ServiceError};
 use crate::users::body::Body;
 use crate::users::{check_url, paging};
-use crate::wallet::{check_user_id, inbox_key, payload, store_failure};
+use crate::wallet::{check_user_id, payload, store_failure};
 
 /// Where this service's events come from.
 pub const SOURCE: &str = "/ovasabi/messaging";
@@ -117,9 +118,12 @@ impl Service for MessagingService {
             })?;
         Ok(vec![ConsumerSpec {
             options,
-            handler: Arc::new(UsersProjection {
-                store: ctx.store.clone(),
-            }),
+            handler: Arc::new(Reactor::new(
+                GROUP,
+                Order::Unordered,
+                ctx.store.clone(),
+                UsersProjection,
+            )),
         }])
     }
 
@@ -363,17 +367,20 @@ async fn list(
     Ok(Json(paging::answer(&page, items)))
 }
 
-/// Keeps `messaging_users` up to date from `user.events`.
-struct UsersProjection {
-    store: Store,
-}
+/// Keeps `messaging_users` up to date from `user.events`. The upsert commutes (a
+/// registration never undeletes), so order does not matter: [`Order::Unordered`].
+struct UsersProjection;
+
+/// A user's registration or deletion: (user id, registered at, deleted at).
+type UserChange = (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 #[async_trait]
-impl Handler for UsersProjection {
-    async fn handle(&self, msg: &Message) -> Result<Vec<Outgoing>, HandlerError> {
+impl Reaction for UsersProjection {
+    type Plan = UserChange;
+
+    fn plan(&self, msg: &Message) -> Result<Option<UserChange>, HandlerError> {
         let event = msg.event();
-        // (user id, registered at, deleted at), read before touching the database.
-        let (user_id, registered_at, deleted_at) = match event.ty.as_str() {
+        Ok(Some(match event.ty.as_str() {
             UserRegistered::TYPE => {
                 let registered: UserRegistered = payload(event)?;
                 (registered.user_id, Some(registered.registered_at), None)
@@ -382,29 +389,29 @@ impl Handler for UsersProjection {
                 let deleted: UserDeleted = payload(event)?;
                 (deleted.user_id, None, Some(deleted.deleted_at))
             }
-            _ => return Ok(Vec::new()),
-        };
-        let failed = store_failure("messaging");
-        let mut tx = self.store.begin().await.map_err(&failed)?;
-        if Inbox::record(&mut tx, GROUP, &inbox_key(event))
-            .await
-            .map_err(&failed)?
-        {
-            // COALESCE keeps what an earlier event set: a registration never undeletes.
-            tx.execute(
-                "INSERT INTO messaging_users (user_id, registered_at, deleted_at, updated_at)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (user_id) DO UPDATE SET
-                     registered_at = COALESCE(messaging_users.registered_at, excluded.registered_at),
-                     deleted_at = COALESCE(messaging_users.deleted_at, excluded.deleted_at),
-                     updated_at = excluded.updated_at",
-                params![user_id.as_str(), registered_at, deleted_at, Utc::now()],
-            )
-            .await
-            .map_err(&failed)?;
-        }
-        tx.commit().await.map_err(&failed)?;
-        Ok(Vec::new())
+            _ => return Ok(None),
+        }))
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction,
+        _msg: &Message,
+        (user_id, registered_at, deleted_at): UserChange,
+    ) -> Result<bool, HandlerError> {
+        // COALESCE keeps what an earlier event set: a registration never undeletes.
+        tx.execute(
+            "INSERT INTO messaging_users (user_id, registered_at, deleted_at, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id) DO UPDATE SET
+                 registered_at = COALESCE(messaging_users.registered_at, excluded.registered_at),
+                 deleted_at = COALESCE(messaging_users.deleted_at, excluded.deleted_at),
+                 updated_at = excluded.updated_at",
+            params![user_id.as_str(), registered_at, deleted_at, Utc::now()],
+        )
+        .await
+        .map_err(store_failure("messaging"))?;
+        Ok(false)
     }
 }
 

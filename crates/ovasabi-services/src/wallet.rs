@@ -36,14 +36,17 @@
 //! - `user.deleted` → closes the wallet;
 //! - other types are acknowledged and ignored.
 //!
-//! Each event takes effect once: in one transaction the handler records the event in the
-//! inbox ([`Inbox::record`], skipping a duplicate), credits the balance with a ledger entry,
-//! and appends `coin.mined` to the outbox; then it wakes the relay. The `coin.mined` event's
+//! Each event takes effect once: the consumer is a [`Reactor`] ([`Order::Unordered`]: each
+//! credit stands alone), so in one transaction it records the event in the inbox (skipping
+//! a duplicate), credits the balance with a ledger entry, and appends `coin.mined` to the
+//! outbox; then it wakes the relay. The `coin.mined` event's
 //! id (and its `mint_id`) is a UUIDv5 of the input's source and id, so a redelivered input
 //! cannot mint twice, and even a replayed outbox row keeps its id. `coin.mined` carries
 //! `causationid` = the input's id and the input's `correlationid` (or its id when it has
-//! none), and continues its trace. An input whose payload does not read as its type (or
-//! a payment for an order the wallet never saw placed) is dead-lettered at once.
+//! none), and continues its trace. An input whose payload does not read as its type is
+//! dead-lettered at once. A payment for an order the wallet has not seen placed yet (its
+//! `order.placed` redelivered behind it) is retried, and dead-lettered when deliveries run
+//! out, its error naming the order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,15 +65,15 @@ use ovasabi_events::users::{UserDeleted, UserRegistered};
 use ovasabi_events::wallet::{CoinMined, CoinTransferred, RewardReason};
 use ovasabi_events::DomainEvent;
 use ovasabi_middleware::correlation::stamp_correlation;
-use ovasabi_middleware::{Handler, HandlerError, Message, Outgoing, TraceParent};
+use ovasabi_middleware::{HandlerError, Message, TraceParent};
 use ovasabi_store::{
-    params, Inbox, Migration, MigrationSet, Outbox, Row, Store, StoreError, Transaction,
+    inbox::Order, params, Migration, MigrationSet, Outbox, Row, StoreError, Transaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::http::{Api, ApiError, RequestMeta};
-use crate::relay::RelayHandle;
+use crate::reactor::{Reaction, Reactor};
 use crate::runtime::{ConsumerSpec, Context, Service, ServiceError};
 use crate::users::body::Body;
 use crate::users::{missing, paging};
@@ -152,10 +155,12 @@ impl Service for WalletService {
             })?;
         Ok(vec![ConsumerSpec {
             options,
-            handler: Arc::new(Rewards {
-                store: ctx.store.clone(),
-                relay: ctx.api.relay.clone(),
-            }),
+            // Each credit stands alone (keyed by its cause): duplicates are skipped by id, order
+            // does not matter.
+            handler: Arc::new(
+                Reactor::new(GROUP, Order::Unordered, ctx.store.clone(), Rewards)
+                    .with_relay(ctx.api.relay.clone()),
+            ),
         }])
     }
 
@@ -556,11 +561,6 @@ pub(crate) fn payload<E: DomainEvent>(event: &Event) -> Result<E, HandlerError> 
     })
 }
 
-/// The inbox key of `event`: ids are unique per source.
-pub(crate) fn inbox_key(event: &Event) -> String {
-    format!("{} {}", event.source, event.id)
-}
-
 /// A database failure inside a handler: transient (the bus redelivers meanwhile).
 pub(crate) fn store_failure(service: &str) -> impl Fn(StoreError) -> HandlerError + '_ {
     move |e| HandlerError::transient(format!("{service} database: {e}"))
@@ -594,10 +594,7 @@ pub fn mint_id(cause: &Event) -> String {
 }
 
 /// Credits rewards, remembers orders' customers, closes deleted users' wallets.
-struct Rewards {
-    store: Store,
-    relay: RelayHandle,
-}
+struct Rewards;
 
 /// What an input event asks of the wallet, read before the transaction starts (so an
 /// unreadable payload touches nothing).
@@ -664,7 +661,7 @@ impl Action {
 
 impl Rewards {
     /// Carries out `action` in `tx`; whether it appended to the outbox.
-    async fn apply(
+    async fn carry_out(
         &self,
         tx: &mut Transaction,
         cause: &Event,
@@ -686,11 +683,10 @@ impl Rewards {
                     .await
                     .map_err(&failed)?;
                 let Some(customer) = customer else {
-                    return Err(HandlerError::permanent(format!(
-                        "payment.completed {} for order {order_id}: the wallet never saw that order placed, so it cannot tell whom to reward; replay the order's order.placed, then this event",
+                    return Err(HandlerError::transient(format!(
+                        "payment.completed {} for order {order_id}: the wallet has not seen that order placed, so it cannot tell whom to reward yet; if this persists, replay the order's order.placed, then redrive this event",
                         cause.id
-                    ))
-                    .with_reason("unknown order"));
+                    )));
                 };
                 if coins < 1 {
                     return Ok(false);
@@ -716,9 +712,14 @@ impl Rewards {
                 user_id,
                 deleted_at,
             } => {
+                // A deletion that overtakes the registration still closes the wallet: the
+                // bonus minted afterwards lands in a closed wallet, as in order.
                 tx.execute(
-                    "UPDATE wallet_balances SET closed_at = $2, updated_at = $2
-                     WHERE user_id = $1 AND closed_at IS NULL",
+                    "INSERT INTO wallet_balances (user_id, balance, created_at, updated_at, closed_at)
+                     VALUES ($1, 0, $2, $2, $2)
+                     ON CONFLICT (user_id) DO UPDATE
+                         SET closed_at = $2, updated_at = $2
+                         WHERE wallet_balances.closed_at IS NULL",
                     params![user_id.as_str(), deleted_at],
                 )
                 .await
@@ -791,42 +792,21 @@ async fn mint(
 }
 
 #[async_trait]
-impl Handler for Rewards {
-    async fn handle(&self, msg: &Message) -> Result<Vec<Outgoing>, HandlerError> {
-        let event = msg.event();
-        let Some(action) = Action::of(event)? else {
-            return Ok(Vec::new());
-        };
-        let failed = store_failure("wallet");
-        // The inbox record, the effect and coin.mined: one transaction, so the event takes
-        // effect once even if delivered again.
-        let mut tx = self.store.begin().await.map_err(&failed)?;
-        if !Inbox::record(&mut tx, GROUP, &inbox_key(event))
-            .await
-            .map_err(&failed)?
-        {
-            let _ = tx.rollback().await;
-            tracing::info!(
-                event_id = %event.id,
-                event_type = %event.ty,
-                attempt = msg.attempt(),
-                "wallet: already handled; acking the duplicate"
-            );
-            return Ok(Vec::new());
-        }
-        let appended = match self.apply(&mut tx, event, action).await {
-            Ok(appended) => appended,
-            Err(error) => {
-                let _ = tx.rollback().await;
-                return Err(error);
-            }
-        };
-        tx.commit().await.map_err(&failed)?;
-        if appended {
-            self.relay.wake();
-        }
-        // coin.mined goes out through the outbox (committed with the credit), not here.
-        Ok(Vec::new())
+impl Reaction for Rewards {
+    type Plan = Action;
+
+    fn plan(&self, msg: &Message) -> Result<Option<Action>, HandlerError> {
+        Action::of(msg.event())
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction,
+        msg: &Message,
+        action: Action,
+    ) -> Result<bool, HandlerError> {
+        // coin.mined goes out through the outbox (committed with the credit).
+        self.carry_out(tx, msg.event(), action).await
     }
 }
 

@@ -504,7 +504,8 @@ async fn a_payment_mints_the_order_reward_for_the_customer(db: Db) {
     }
     .to_event("/ovasabi/commerce")
     .with_extension("correlationid", "checkout-1");
-    // A payment for an order the wallet never saw: dead-lettered, nothing minted.
+    // A payment for an order the wallet never saw: retried (its order.placed could be
+    // redelivered behind it), then dead-lettered when deliveries run out; nothing minted.
     let orphan = PaymentCompleted {
         payment_id: "pay-2".to_owned(),
         order_id: "order-unknown".to_owned(),
@@ -530,14 +531,20 @@ async fn a_payment_mints_the_order_reward_for_the_customer(db: Db) {
     assert_eq!(mined[0].causation_id(), Some(payment.id.as_str()));
     assert_eq!(mined[0].correlation_id(), Some("checkout-1"));
     assert_eq!(data(&mined[0])["reason"], "order_reward");
+    // Five deliveries, 1 + 2 + 4 + 8 s apart (±20 %).
     let dead = platform
-        .events("commerce.events.dlq", 1, Duration::from_secs(10))
+        .events("commerce.events.dlq", 1, Duration::from_secs(40))
         .await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].id, orphan.id);
     assert_eq!(
         dead[0].extension_str("deadletterreason"),
-        Some("unknown order")
+        Some("max deliveries reached")
+    );
+    let error = dead[0].extension_str("deadlettererror").unwrap_or_default();
+    assert!(
+        error.contains("order order-unknown") && error.contains("has not seen that order placed"),
+        "{error}"
     );
     platform.stop().await;
 }

@@ -213,6 +213,24 @@ pub(crate) const STORE_MIGRATIONS: MigrationSet = MigrationSet::new(
             );
             CREATE INDEX inbox_processed_at ON inbox (processed_at);",
         ),
+        Migration::new(
+            3,
+            "per-subject sequences",
+            "CREATE TABLE outbox_sequences (
+                topic TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                last BIGINT NOT NULL,
+                PRIMARY KEY (topic, subject)
+            );
+            CREATE TABLE inbox_sequences (
+                consumer TEXT NOT NULL,
+                topic TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                last BIGINT NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (consumer, topic, subject)
+            );",
+        ),
     ],
 );
 

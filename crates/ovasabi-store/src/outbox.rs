@@ -13,6 +13,17 @@
 //!   [`ovasabi_core::format::json`] writes it, with `time` filled in at append if absent.
 //! - `published_at` is null until the relay has published the row.
 //!
+//! # Per-subject sequence
+//!
+//! An event with a `subject` and no `sequence` gets one at append: its position among the
+//! events of that subject on that topic, 1 for the first, counted in
+//! `outbox_sequences (topic, subject, last)`. The counter row is updated in the appending
+//! transaction, so a rolled-back transaction leaves no hole, and (locked until commit on
+//! PostgreSQL) numbers commit in the order they were drawn. Consumers use it to tell a
+//! duplicate or stale event from the next one, and to see a gap
+//! (`ovasabi_store::inbox`). One service publishes a given topic, so the numbers of a
+//! subject on a topic come from one database.
+//!
 //! # Rows that commit late are never skipped, and order per aggregate holds
 //!
 //! A sequence number is handed out when the row is inserted, but the row becomes visible
@@ -127,7 +138,7 @@ impl Outbox {
     /// appends until `tx` ends (see the [module documentation](self)).
     pub async fn append(tx: &mut Transaction, topic: &str, event: &Event) -> Result<i64> {
         naming::validate_topic(topic).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
-        let event = if event.time.is_some() {
+        let mut event = if event.time.is_some() {
             Cow::Borrowed(event)
         } else {
             let mut owned = event.clone();
@@ -137,16 +148,22 @@ impl Outbox {
         event
             .validate()
             .map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
-        let text = String::from_utf8(json::to_json_vec(&event))
-            .map_err(|_| StoreError::InvalidEvent("its JSON form is not UTF-8".into()))?;
-        let aggregate = event.partition_key();
-        if let (Backend::Postgres, Some(aggregate)) = (tx.backend(), aggregate) {
+        if let (Backend::Postgres, Some(aggregate)) = (tx.backend(), event.partition_key()) {
             tx.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                 params![format!("ovasabi.outbox:{aggregate}")],
             )
             .await?;
         }
+        if event.sequence().is_none() {
+            if let Some(subject) = event.subject.as_deref() {
+                let sequence = next_sequence(tx, topic, subject).await?;
+                event.to_mut().set_sequence(sequence);
+            }
+        }
+        let text = String::from_utf8(json::to_json_vec(&event))
+            .map_err(|_| StoreError::InvalidEvent("its JSON form is not UTF-8".into()))?;
+        let aggregate = event.partition_key();
         let row = tx
             .query_one(
                 "INSERT INTO outbox (event_id, aggregate, topic, event, created_at)
@@ -233,4 +250,19 @@ impl Outbox {
             )
             .await
     }
+}
+
+/// Draws the next `sequence` of `subject` on `topic`: 1 for its first event. The row stays
+/// locked until `tx` ends (PostgreSQL), so the numbers commit in the order they were drawn,
+/// without holes: a rolled-back transaction gives its number back.
+async fn next_sequence(tx: &mut Transaction, topic: &str, subject: &str) -> Result<u64> {
+    let row = tx
+        .query_one(
+            "INSERT INTO outbox_sequences (topic, subject, last) VALUES ($1, $2, 1)
+             ON CONFLICT (topic, subject) DO UPDATE SET last = outbox_sequences.last + 1
+             RETURNING last",
+            params![topic, subject],
+        )
+        .await?;
+    row.get("last")
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ovasabi_core::Event;
+use ovasabi_store::inbox::{Admission, Order};
 use ovasabi_store::{
     params, Backend, Inbox, Migration, MigrationSet, Outbox, OutboxRecord, Store, StoreError, Value,
 };
@@ -27,6 +28,8 @@ both_backends!(
     outbox_fetches_in_order_marks_and_prunes,
     outbox_refuses_invalid_events,
     inbox_deduplicates,
+    outbox_numbers_each_subject_without_holes,
+    inbox_admits_by_sequence_under_each_order,
     values_round_trip_through_portable_sql,
     queries_run_beside_an_open_transaction,
     read_modify_write_with_row_locks_is_portable,
@@ -62,7 +65,7 @@ async fn migrations_apply_once_and_are_idempotent(db: &TestDb) {
     assert_eq!(store.schema_version("wallet").await.unwrap(), Some(2));
     assert_eq!(
         store.schema_version("ovasabi_store").await.unwrap(),
-        Some(2)
+        Some(3)
     );
     assert_eq!(store.schema_version("nobody").await.unwrap(), None);
     store
@@ -82,7 +85,7 @@ async fn migrations_apply_once_and_are_idempotent(db: &TestDb) {
             .unwrap()
     };
     let before = applied_at(store.clone()).await;
-    assert_eq!(before.len(), 4, "ovasabi_store v1, v2 and wallet v1, v2");
+    assert_eq!(before.len(), 5, "ovasabi_store v1-v3 and wallet v1, v2");
     drop(store);
 
     let store = db.open(&[WALLET_V2]).await;
@@ -332,7 +335,12 @@ async fn outbox_fetches_in_order_marks_and_prunes(db: &TestDb) {
 
     let batch = outbox.fetch_ready(2).await.unwrap();
     assert_eq!(batch.iter().map(|r| r.seq).collect::<Vec<_>>(), [s1, s2]);
-    assert_eq!(batch[0].event, first, "the event comes back exactly");
+    let mut numbered = first.clone();
+    numbered.set_sequence(1);
+    assert_eq!(
+        batch[0].event, numbered,
+        "the event comes back exactly, numbered"
+    );
     assert_eq!(batch[0].topic, "wallet.events");
     assert_eq!(batch[0].aggregate.as_deref(), Some("a"));
     assert!(batch[1].event.time.is_some(), "append fills in the time");
@@ -447,6 +455,266 @@ async fn inbox_deduplicates(db: &TestDb) {
             .await
             .unwrap(),
         4
+    );
+}
+
+async fn outbox_numbers_each_subject_without_holes(db: &TestDb) {
+    let store = db.open(&[]).await;
+    let subject_event = |subject: &str| event(subject, 0).with_subject(subject);
+    let append = |topic: &'static str, event: Event, commit: bool| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            Outbox::append(&mut tx, topic, &event).await.unwrap();
+            if commit {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+        }
+    };
+    append("account.events", subject_event("a1"), true).await;
+    append("account.events", subject_event("a1"), false).await; // gives its number back
+    append("account.events", subject_event("a2"), true).await;
+    append("account.events", subject_event("a1"), true).await;
+    append("audit.events", subject_event("a1"), true).await; // another topic counts apart
+                                                             // A sequence the producer set is kept; an event without a subject gets none.
+    append(
+        "account.events",
+        subject_event("a3").with_extension("sequence", "7"),
+        true,
+    )
+    .await;
+    append("account.events", event("a4", 0), true).await;
+
+    let seen: Vec<(String, Option<String>, Option<u64>)> = store
+        .outbox()
+        .fetch_ready(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.topic, r.event.subject.clone(), r.event.sequence()))
+        .collect();
+    let s = |topic: &str, subject: Option<&str>, seq: Option<u64>| {
+        (topic.to_owned(), subject.map(str::to_owned), seq)
+    };
+    assert_eq!(
+        seen,
+        [
+            s("account.events", Some("a1"), Some(1)),
+            s("account.events", Some("a2"), Some(1)),
+            s("account.events", Some("a1"), Some(2)),
+            s("audit.events", Some("a1"), Some(1)),
+            s("account.events", Some("a3"), Some(7)),
+            s("account.events", None, None),
+        ]
+    );
+
+    // Concurrent appends to one subject: 1..=n, each once, committed in number order.
+    let n = 24;
+    let writers = (0..n).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            Outbox::append(&mut tx, "race.events", &event("r", 0).with_subject("r"))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            tx.commit().await.unwrap();
+        })
+    });
+    for w in writers {
+        w.await.unwrap();
+    }
+    let numbers: Vec<u64> = store
+        .outbox()
+        .fetch_ready(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.topic == "race.events")
+        .map(|r| r.event.sequence().unwrap())
+        .collect();
+    assert_eq!(
+        numbers,
+        (1..=n).collect::<Vec<u64>>(),
+        "in seq (publish) order"
+    );
+}
+
+async fn inbox_admits_by_sequence_under_each_order(db: &TestDb) {
+    let store = db.open(&[]).await;
+    let numbered = |id: &str, subject: &str, seq: u64| {
+        let mut e = Event::new("account.credited", "/ovasabi/wallet")
+            .with_id(id)
+            .with_subject(subject);
+        e.set_sequence(seq);
+        e
+    };
+    let admit = |consumer: &'static str, order: Order, event: Event, commit: bool| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let admission = Inbox::admit(&mut tx, consumer, order, "account.events", &event)
+                .await
+                .unwrap();
+            if commit {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+            admission
+        }
+    };
+
+    // Hold back: 1, then 3 waits for 2, 2 applies, 3 applies, 1 and 2 again are duplicates.
+    let hb = Order::HoldBack;
+    assert_eq!(
+        admit("h", hb, numbered("e3", "a", 3), true).await,
+        Admission::Gap {
+            expected: 1,
+            got: 3
+        }
+    );
+    assert_eq!(
+        admit("h", hb, numbered("e1", "a", 1), true).await,
+        Admission::Apply
+    );
+    assert_eq!(
+        admit("h", hb, numbered("e3", "a", 3), true).await,
+        Admission::Gap {
+            expected: 2,
+            got: 3
+        }
+    );
+    assert_eq!(
+        admit("h", hb, numbered("e2", "a", 2), false).await,
+        Admission::Apply
+    );
+    // rolled back: 2 is still awaited
+    assert_eq!(
+        admit("h", hb, numbered("e3", "a", 3), true).await,
+        Admission::Gap {
+            expected: 2,
+            got: 3
+        }
+    );
+    assert_eq!(
+        admit("h", hb, numbered("e2", "a", 2), true).await,
+        Admission::Apply
+    );
+    assert_eq!(
+        admit("h", hb, numbered("e3", "a", 3), true).await,
+        Admission::Apply
+    );
+    assert_eq!(
+        admit("h", hb, numbered("e1", "a", 1), true).await,
+        Admission::Duplicate
+    );
+    assert_eq!(
+        admit("h", hb, numbered("e2", "a", 2), true).await,
+        Admission::Duplicate
+    );
+    // subjects and consumers count apart
+    assert_eq!(
+        admit("h", hb, numbered("b1", "b", 1), true).await,
+        Admission::Apply
+    );
+    assert_eq!(
+        admit("h2", hb, numbered("e1", "a", 1), true).await,
+        Admission::Apply
+    );
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        Inbox::last_applied(&mut tx, "h", "account.events", "a")
+            .await
+            .unwrap(),
+        3
+    );
+    tx.rollback().await.unwrap();
+
+    // Last write wins: 3 applies, 1 is stale, 3 again a duplicate, 5 applies over the hole.
+    let lww = Order::LastWriteWins;
+    assert_eq!(
+        admit("l", lww, numbered("e3", "a", 3), true).await,
+        Admission::Apply
+    );
+    assert_eq!(
+        admit("l", lww, numbered("e1", "a", 1), true).await,
+        Admission::Stale { last: 3 }
+    );
+    assert_eq!(
+        admit("l", lww, numbered("e3", "a", 3), true).await,
+        Admission::Duplicate
+    );
+    assert_eq!(
+        admit("l", lww, numbered("e5", "a", 5), true).await,
+        Admission::Apply
+    );
+
+    // Unordered, or no sequence: by id, once.
+    for (consumer, order) in [
+        ("u1", Order::Unordered),
+        ("u2", Order::HoldBack),
+        ("u3", Order::LastWriteWins),
+    ] {
+        let plain = Event::new("account.credited", "/ovasabi/wallet").with_id("p1");
+        let again = admit(consumer, order, plain.clone(), true).await;
+        assert_eq!(again, Admission::Apply, "{order:?}");
+        let again = admit(consumer, order, plain, true).await;
+        assert_eq!(again, Admission::Duplicate, "{order:?}");
+    }
+    let unordered = Order::Unordered;
+    assert_eq!(
+        admit("u1", unordered, numbered("n9", "a", 9), true).await,
+        Admission::Apply
+    );
+    assert_eq!(
+        admit("u1", unordered, numbered("n9", "a", 9), true).await,
+        Admission::Duplicate
+    );
+    assert_eq!(
+        admit("u1", unordered, numbered("n8", "a", 8), true).await,
+        Admission::Apply
+    );
+
+    // Concurrent deliveries of one next event: exactly one applies it.
+    let racers = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            let a = Inbox::admit(&mut tx, "h", Order::HoldBack, "account.events", &{
+                let mut e = Event::new("account.credited", "/ovasabi/wallet")
+                    .with_id("e4")
+                    .with_subject("a");
+                e.set_sequence(4);
+                e
+            })
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tx.commit().await.unwrap();
+            a
+        })
+    });
+    let mut applied = 0;
+    for r in racers {
+        let a = r.await.unwrap();
+        assert!(
+            matches!(a, Admission::Apply | Admission::Duplicate),
+            "{a:?}"
+        );
+        applied += usize::from(a == Admission::Apply);
+    }
+    assert_eq!(applied, 1);
+
+    // A consumer that rebuilds starts from nothing.
+    let mut tx = store.begin().await.unwrap();
+    Inbox::reset(&mut tx, "h").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        admit("h", hb, numbered("e1", "a", 1), true).await,
+        Admission::Apply
     );
 }
 
