@@ -43,6 +43,10 @@ pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait for a whole batch of events to be consumed.
 pub(crate) const BULK_TIMEOUT: Duration = Duration::from_secs(60);
+/// The ack timeout of a scenario that does not test ack timeouts: far beyond its windows, so
+/// a machine that stalls the test for a while (ten stress copies on two cores) cannot have a
+/// delivery time out and come back between its arrival and its ack.
+pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long "nothing more arrives" is watched.
 pub(crate) const SETTLE: Duration = Duration::from_millis(400);
 /// The bound on a whole scenario, for the wait nobody thought of.
@@ -275,13 +279,15 @@ impl Ctx {
         i.parse().ok()
     }
 
-    /// Subscription options for `group` (made unique) on `topics`, with the defaults.
+    /// Subscription options for `group` (made unique) on `topics`, with the defaults, except
+    /// the ack timeout: [`ACK_TIMEOUT`] (scaled), unless the scenario sets its own.
     pub(crate) fn options<I, S>(&self, group: &str, topics: I) -> Result<SubscribeOptions, Failure>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
         SubscribeOptions::new(self.group(group), topics)
+            .map(|o| o.ack_timeout(self.scaled(ACK_TIMEOUT)))
             .map_err(|e| Failure::new(format!("building subscribe options failed: {e}")))
     }
 
