@@ -179,6 +179,16 @@ pub(crate) struct ServeArgs {
 pub(crate) enum AuditCommand {
     /// The events recorded, newest first.
     List(AuditListArgs),
+    /// Recompute the trail's hash chain: names the first entry changed, removed or moved
+    /// (exit code 3), or says how many entries are intact and how many are not chained yet.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditVerifyArgs {
+    /// Output format; `json` prints one object: {"intact", "entries", "pending"} or {"intact", "position", "reason"}
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,8 @@
 //! How a failed command ends: a message on stderr naming the problem, and an exit code.
 //!
 //! Exit codes: `2` the input was wrong (nothing was written); `1` the command could not
-//! complete (storage, a locked data directory, a broker down).
+//! complete (storage, a locked data directory, a broker down); `3` a check ran and found a
+//! problem (`ovasabi audit verify` on a tampered trail).
 
 use ovasabi_core::BusError;
 
@@ -26,6 +27,14 @@ impl Failure {
         Failure {
             message: message.into(),
             code: 1,
+        }
+    }
+
+    /// A check ran and failed: exit code 3.
+    pub(crate) fn check(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: 3,
         }
     }
 

@@ -218,6 +218,28 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     assert!(again.terminate().success(), "{}", again.log());
     assert!(again.log().contains("audit: 0 received"), "{}", again.log());
     assert_eq!(audit_lines(data_dir).len(), 3);
+
+    // The trail is a hash chain, chained by the running services: intact as recorded, and a
+    // changed entry is named.
+    let intact = stdout_ok(&ovasabi(data_dir, &["audit", "verify", "--format", "json"]));
+    let intact: serde_json::Value = serde_json::from_str(intact.trim()).unwrap();
+    assert_eq!(
+        intact,
+        serde_json::json!({"intact": true, "entries": 3, "pending": 0})
+    );
+    let db = rusqlite::Connection::open(data_dir.join("ovasabi.db")).unwrap();
+    db.execute(
+        "UPDATE audit_events SET recorded_by = 'someone else' WHERE position = 2",
+        [],
+    )
+    .unwrap();
+    let broken = ovasabi(data_dir, &["audit", "verify"]);
+    assert_eq!(broken.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        stderr.contains("the audit trail is broken at entry 2: entry 2 was changed"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -227,7 +249,7 @@ fn serve_refuses_unknown_services_and_bad_settings() {
         (&["serve"][..], "name at least one service"),
         (
             &["serve", "nope"][..],
-            "there is no service `nope`; the services are: users, content, commerce, wallet, messaging, audit",
+            "there is no service `nope`; the services are: users, content, commerce, wallet, messaging, notifications, audit",
         ),
         (
             &["serve", "audit", "--ack-timeout", "soon"][..],
@@ -258,6 +280,7 @@ fn serve_refuses_unknown_services_and_bad_settings() {
             "commerce",
             "wallet",
             "messaging",
+            "notifications",
             "audit"
         ],
         "{list}"
@@ -454,6 +477,25 @@ async fn two_processes_share_a_group_and_one_takes_over_when_the_other_is_killed
         "a recorded {}, b {} ({taken_over} taken over from a, {duplicates} duplicates acked)",
         counts["a"], counts["b"]
     );
+
+    // The chainer of `b` (and of `a` until it died) chained every row: one chain, intact.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match ovasabi_services::audit::verify(&store).await.unwrap() {
+            ovasabi_services::audit::Verdict::Intact {
+                entries,
+                pending: 0,
+            } => {
+                assert_eq!(entries, EVENTS as i64);
+                break;
+            }
+            ovasabi_services::audit::Verdict::Intact { pending, .. } => {
+                assert!(Instant::now() < deadline, "{pending} rows still unchained");
+            }
+            broken => panic!("{broken:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let status = b.terminate();
     assert!(status.success(), "{status}:\n{}", b.log());

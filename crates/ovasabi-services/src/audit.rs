@@ -12,22 +12,60 @@
 //!   transaction as the row ([`Inbox::record`]). A redelivery of an event already recorded
 //!   — its first process died after the commit, before the ack — commits nothing and is
 //!   acked.
+//! - Hash chain: every row gets a `position` (1, 2, 3… with no gaps), the previous entry's
+//!   hash and its own: SHA-256 over the previous hash and the row's fields, each prefixed
+//!   by its length (see [`entry_hash`]). The chain's head (last position and hash) is the
+//!   one row of `audit_chain`.
+//! - Chained after recording, not while: recording a row does not touch the head, so the
+//!   recording transactions of many processes commit side by side (locking the head in each
+//!   of them made PostgreSQL commit one audit row at a time). A row commits unchained
+//!   (`position`, `prev_hash` and `hash` NULL) and the chainer, a task each audit process
+//!   runs beside its consumer, chains it: in one transaction it locks the head
+//!   (`FOR UPDATE`; on SQLite the single writer does the same), takes up to
+//!   [`CHAIN_BATCH`] unchained rows in `seq` order, gives them the next positions, hashes
+//!   them and moves the head. One process chains at a time; the others' passes wait for
+//!   the lock and then find nothing, or what came since. A pass runs soon after this
+//!   process records (the recorder wakes it) and every [`CHAIN_INTERVAL`] in any case, so
+//!   rows another process recorded (or one that died) are chained too.
+//! - Late rows: a row whose transaction commits after rows recorded later (a higher `seq`)
+//!   were chained gets a later position. The chain's order is the order rows were chained,
+//!   not `seq` order; `event_time` and `recorded_at` still say when things happened. Rows
+//!   recorded before the chain existed (schema version 1) are chained by the first pass.
+//! - [`verify`] (`ovasabi audit verify`) walks the chain from position 1, recomputes each
+//!   hash and names the first position where an entry was changed, removed or moved; rows
+//!   not chained yet are counted as pending, which is not a fault.
+//!   `GET /v1/audit?subject=&type=&from=` lists chained entries in chain order.
+//! - The chainer is the service's background task ([`Service::tasks`]): it stops after the
+//!   consumer. A pass cut short by the process's end rolls back whole; rows left pending
+//!   when the last audit process stops are chained by the next one to start.
 //!
 //! Any number of processes may run `ovasabi serve audit` on one bus and one database: they
 //! share the events, and the events a dead process held come back to the others after the
 //! ack timeout.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use ovasabi_core::format::json;
 use ovasabi_core::Ordering;
 use ovasabi_middleware::{Handler, HandlerError, Message, Outgoing};
-use ovasabi_store::{params, Inbox, Migration, MigrationSet, Store, StoreError};
+use ovasabi_store::{params, Inbox, Migration, MigrationSet, Row, Store, StoreError};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{ConsumerSpec, Context, Service, ServiceError};
+use crate::http::ApiError;
+use crate::runtime::{ConsumerSpec, Context, Service, ServiceError, Task};
+use crate::users::paging;
 
 /// The consumer group, and the inbox's consumer name.
 pub const GROUP: &str = "audit";
@@ -37,10 +75,11 @@ pub const DEFAULT_TOPICS: &[&str] = &["*.events"];
 
 const MIGRATIONS: MigrationSet = MigrationSet::new(
     "audit",
-    &[Migration::per_backend(
-        1,
-        "audit_events",
-        "CREATE TABLE audit_events (
+    &[
+        Migration::per_backend(
+            1,
+            "audit_events",
+            "CREATE TABLE audit_events (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             event_id TEXT NOT NULL,
             event_type TEXT NOT NULL,
@@ -56,7 +95,7 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
         );
         CREATE INDEX audit_events_event ON audit_events (event_id);
         CREATE INDEX audit_events_subject ON audit_events (subject);",
-        "CREATE TABLE audit_events (
+            "CREATE TABLE audit_events (
             seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             event_id TEXT NOT NULL,
             event_type TEXT NOT NULL,
@@ -72,13 +111,41 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
         );
         CREATE INDEX audit_events_event ON audit_events (event_id);
         CREATE INDEX audit_events_subject ON audit_events (subject);",
-    )],
+        ),
+        Migration::new(
+            2,
+            "audit_chain",
+            "ALTER TABLE audit_events ADD COLUMN position BIGINT;
+        ALTER TABLE audit_events ADD COLUMN prev_hash TEXT;
+        ALTER TABLE audit_events ADD COLUMN hash TEXT;
+        CREATE UNIQUE INDEX audit_events_position ON audit_events (position);
+        CREATE TABLE audit_chain (
+            id INTEGER PRIMARY KEY,
+            position BIGINT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        INSERT INTO audit_chain (id, position, hash)
+            VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');",
+        ),
+    ],
 );
+
+/// The hash before the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The most rows one chaining pass takes (one transaction); more wait for the next pass,
+/// which follows at once.
+pub const CHAIN_BATCH: i64 = 500;
+
+/// How often the chainer looks for unchained rows when nothing wakes it.
+pub const CHAIN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The audit trail service.
 #[derive(Clone, Debug)]
 pub struct AuditService {
     topics: Vec<String>,
+    /// Wakes the chainer after the recorder commits a row.
+    wake: Arc<Notify>,
 }
 
 impl AuditService {
@@ -89,7 +156,10 @@ impl AuditService {
         } else {
             topics
         };
-        AuditService { topics }
+        AuditService {
+            topics,
+            wake: Arc::new(Notify::new()),
+        }
     }
 }
 
@@ -112,6 +182,54 @@ impl Service for AuditService {
         MIGRATIONS
     }
 
+    fn routes(&self, ctx: &Context) -> Option<Router> {
+        Some(
+            Router::new()
+                .route("/v1/audit", get(list))
+                .with_state(ctx.store.clone()),
+        )
+    }
+
+    fn openapi(&self) -> Value {
+        let parameters = paging::openapi_parameters_after(vec![
+            json!({"name": "subject", "in": "query", "schema": {"type": "string"}, "description": "Only events of this subject"}),
+            json!({"name": "type", "in": "query", "schema": {"type": "string"}, "description": "Only events of this type"}),
+            json!({"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "Only events whose time is at or after this (RFC 3339)"}),
+        ]);
+        json!({
+            "paths": {
+                "/v1/audit": {
+                    "get": {
+                        "summary": "The audit trail in chain order, a page at a time: each entry with its place in the hash chain. Entries recorded in the last moments appear once chained (within a second)",
+                        "parameters": parameters,
+                        "responses": {
+                            "200": {"description": "A page of entries", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AuditPage"}}}},
+                            "400": {"description": "The query string cannot be read", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                            "422": {"description": "`from`, `limit` or `cursor` is invalid, or a parameter is unknown", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                        }
+                    }
+                }
+            },
+            "schemas": {
+                "AuditEntry": {"type": "object", "required": ["position", "hash", "prev_hash", "topic", "offset", "attempt", "recorded_by", "recorded_at", "event"], "properties": {
+                    "position": {"type": "integer", "minimum": 1},
+                    "hash": {"type": "string", "description": "Hex SHA-256 over prev_hash and the entry's fields"},
+                    "prev_hash": {"type": "string"},
+                    "topic": {"type": "string"},
+                    "offset": {"type": "integer"},
+                    "attempt": {"type": "integer"},
+                    "recorded_by": {"type": "string"},
+                    "recorded_at": {"type": "string", "format": "date-time"},
+                    "event": {"type": "object", "description": "The CloudEvent, structured mode"}
+                }},
+                "AuditPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},
+                    "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next entries; null on the last page"}
+                }}
+            }
+        })
+    }
+
     fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError> {
         let options = ctx
             .subscribe_options(GROUP, &self.topics, Ordering::None)
@@ -125,8 +243,17 @@ impl Service for AuditService {
                 store: ctx.store.clone(),
                 instance: ctx.settings.instance.clone(),
                 duplicates: AtomicU64::new(0),
+                wake: self.wake.clone(),
             }),
         }])
+    }
+
+    fn tasks(&self, ctx: &Context, stop: CancellationToken) -> Vec<Task> {
+        vec![Box::pin(run_chainer(
+            ctx.store.clone(),
+            self.wake.clone(),
+            stop,
+        ))]
     }
 }
 
@@ -135,6 +262,8 @@ struct Recorder {
     store: Store,
     instance: String,
     duplicates: AtomicU64,
+    /// Wakes the chainer after a row is committed.
+    wake: Arc<Notify>,
 }
 
 fn store_failure(e: StoreError) -> HandlerError {
@@ -150,10 +279,10 @@ impl Handler for Recorder {
         // dead-lettered event keeps its id on the dead-letter topic).
         let key = format!("{} {} {}", msg.topic(), event.source, event.id);
         let mut tx = self.store.begin().await.map_err(store_failure)?;
-        if Inbox::record(&mut tx, GROUP, &key)
+        let inserted = Inbox::record(&mut tx, GROUP, &key)
             .await
-            .map_err(store_failure)?
-        {
+            .map_err(store_failure)?;
+        if inserted {
             tx.execute(
                 "INSERT INTO audit_events (event_id, event_type, source, subject, topic,
                      bus_offset, event_time, attempt, recorded_by, recorded_at, event)
@@ -185,6 +314,9 @@ impl Handler for Recorder {
             );
         }
         tx.commit().await.map_err(store_failure)?;
+        if inserted {
+            self.wake.notify_one();
+        }
         Ok(Vec::new())
     }
 }
@@ -260,4 +392,389 @@ pub async fn recent(store: &Store, filter: &AuditFilter) -> Result<Vec<AuditReco
             })
         })
         .collect()
+}
+
+/// How long the chainer waits after a failed pass (the database down or busy).
+const CHAIN_RETRY: Duration = Duration::from_secs(1);
+
+/// The chainer: a pass whenever the recorder wakes it, every [`CHAIN_INTERVAL`] otherwise,
+/// at once again while passes come back full; ends when `stop` is cancelled (the recorder
+/// dropped). A pass cut short by the process's end rolls back whole.
+async fn run_chainer(store: Store, wake: Arc<Notify>, stop: CancellationToken) {
+    let mut failing = false;
+    loop {
+        let delay = match chain_pass(&store).await {
+            Ok(n) => {
+                if failing {
+                    tracing::info!("audit chainer: chaining again");
+                    failing = false;
+                }
+                if i64::try_from(n).unwrap_or(i64::MAX) >= CHAIN_BATCH {
+                    Duration::ZERO
+                } else {
+                    CHAIN_INTERVAL
+                }
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "audit chainer: the pass failed; new entries stay pending (unchained) and are retried every second");
+                    failing = true;
+                }
+                CHAIN_RETRY
+            }
+        };
+        if stop.is_cancelled() {
+            break;
+        }
+        if delay.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// The columns an entry is hashed from.
+const ENTRY_COLUMNS: &str = "event_id, event_type, source, subject, topic, bus_offset, attempt,
+     recorded_by, recorded_at, event";
+
+/// One chaining pass: in one transaction, locks the chain's head, gives up to
+/// [`CHAIN_BATCH`] unchained rows (oldest `seq` first) the next positions and their hashes,
+/// and moves the head past them. Returns how many rows it chained. Safe to run from any
+/// number of processes at once: the head's lock lets one chain at a time.
+pub async fn chain_pass(store: &Store) -> Result<usize, StoreError> {
+    // Most passes find nothing: they should not take the head's lock (or SQLite's writer).
+    if store
+        .query_opt(
+            "SELECT seq FROM audit_events WHERE position IS NULL LIMIT 1",
+            &[],
+        )
+        .await?
+        .is_none()
+    {
+        return Ok(0);
+    }
+    let mut tx = store.begin().await?;
+    let head = tx
+        .query_one(
+            "SELECT position, hash FROM audit_chain WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let mut position: i64 = head.get("position")?;
+    let mut prev: String = head.get("hash")?;
+    // Read after the lock is ours: rows another process chained meanwhile are not here.
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT seq, {ENTRY_COLUMNS} FROM audit_events
+                 WHERE position IS NULL ORDER BY seq LIMIT $1"
+            ),
+            params![CHAIN_BATCH],
+        )
+        .await?;
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    for row in &rows {
+        position += 1;
+        let entry = Entry::from_row(position, row)?;
+        let hash = entry_hash(&prev, &entry);
+        let seq: i64 = row.get("seq")?;
+        tx.execute(
+            "UPDATE audit_events SET position = $1, prev_hash = $2, hash = $3 WHERE seq = $4",
+            params![position, prev.as_str(), hash.as_str(), seq],
+        )
+        .await?;
+        prev = hash;
+    }
+    tx.execute(
+        "UPDATE audit_chain SET position = $1, hash = $2 WHERE id = 1",
+        params![position, prev.as_str()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
+/// The fields of one chained entry, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its place in the chain, from 1.
+    pub position: i64,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The event's source.
+    pub source: String,
+    /// The event's subject.
+    pub subject: Option<String>,
+    /// The topic it was delivered from.
+    pub topic: String,
+    /// Its offset there.
+    pub offset: i64,
+    /// The delivery attempt that recorded it.
+    pub attempt: i64,
+    /// The process that recorded it.
+    pub recorded_by: String,
+    /// When (hashed to the microsecond, what both databases keep).
+    pub recorded_at: DateTime<Utc>,
+    /// The event, as structured-mode CloudEvents JSON.
+    pub event_json: String,
+}
+
+impl Entry {
+    /// The entry at `position` from a row holding [`ENTRY_COLUMNS`].
+    fn from_row(position: i64, row: &Row) -> Result<Entry, StoreError> {
+        Ok(Entry {
+            position,
+            event_id: row.get("event_id")?,
+            event_type: row.get("event_type")?,
+            source: row.get("source")?,
+            subject: row.get("subject")?,
+            topic: row.get("topic")?,
+            offset: row.get("bus_offset")?,
+            attempt: row.get("attempt")?,
+            recorded_by: row.get("recorded_by")?,
+            recorded_at: row.get("recorded_at")?,
+            event_json: row.get("event")?,
+        })
+    }
+}
+
+/// An entry's hash: hex SHA-256 over the previous entry's hash and each field, every
+/// field preceded by its length in bytes (so no two different entries hash alike by moving
+/// text between fields).
+pub fn entry_hash(prev_hash: &str, entry: &Entry) -> String {
+    let recorded_at = entry
+        .recorded_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let fields: [&str; 12] = [
+        prev_hash,
+        &entry.position.to_string(),
+        &entry.event_id,
+        &entry.event_type,
+        &entry.source,
+        entry.subject.as_deref().unwrap_or("\u{0}"),
+        &entry.topic,
+        &entry.offset.to_string(),
+        &entry.attempt.to_string(),
+        &entry.recorded_by,
+        &recorded_at,
+        &entry.event_json,
+    ];
+    let mut hasher = Sha256::new();
+    for field in fields {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What [`verify`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every entry from 1 to `entries` is intact and the head matches the last.
+    Intact {
+        /// Entries checked.
+        entries: i64,
+        /// Rows recorded but not chained yet (not a fault: the chainer takes them soon,
+        /// or when an audit process runs again).
+        pending: i64,
+    },
+    /// The first position where the chain breaks, and why.
+    Broken {
+        /// The first bad position.
+        position: i64,
+        /// What is wrong there.
+        reason: String,
+    },
+}
+
+/// Entries read per query while verifying.
+const VERIFY_PAGE: i64 = 1000;
+
+/// Recomputes the chain from position 1 up to the head read at the start and names the
+/// first entry changed, removed or moved; counts the rows still pending. Reads the log in
+/// pages and takes no lock, so chaining goes on meanwhile: entries chained after the start
+/// are not checked (but must not lie beyond the head).
+pub async fn verify(store: &Store) -> Result<Verdict, StoreError> {
+    let head = store
+        .query_one("SELECT position, hash FROM audit_chain WHERE id = 1", &[])
+        .await?;
+    let head_position: i64 = head.get("position")?;
+    let head_hash: String = head.get("hash")?;
+    let mut expected = 1_i64;
+    let mut prev = GENESIS.to_owned();
+    while expected <= head_position {
+        let rows = store
+            .query(
+                &format!(
+                    "SELECT position, prev_hash, hash, {ENTRY_COLUMNS} FROM audit_events
+                     WHERE position >= $1 AND position <= $2 ORDER BY position LIMIT $3"
+                ),
+                params![expected, head_position, VERIFY_PAGE],
+            )
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let position: i64 = row.get("position")?;
+            if position != expected {
+                return Ok(Verdict::Broken {
+                    position: expected,
+                    reason: format!(
+                        "entry {expected} is missing (the next entry is at position {position}): it was removed or moved"
+                    ),
+                });
+            }
+            let stored_prev: Option<String> = row.get("prev_hash")?;
+            let stored_hash: Option<String> = row.get("hash")?;
+            if stored_prev.as_deref() != Some(prev.as_str()) {
+                return Ok(Verdict::Broken {
+                    position,
+                    reason: format!(
+                        "entry {position} does not follow entry {}: an entry was removed, moved or rewritten there",
+                        position - 1
+                    ),
+                });
+            }
+            let entry = Entry::from_row(position, row)?;
+            let hash = entry_hash(&prev, &entry);
+            if stored_hash.as_deref() != Some(hash.as_str()) {
+                return Ok(Verdict::Broken {
+                    position,
+                    reason: format!("entry {position} was changed after it was chained"),
+                });
+            }
+            prev = hash;
+            expected += 1;
+        }
+    }
+    let last = expected - 1;
+    if last < head_position {
+        return Ok(Verdict::Broken {
+            position: expected,
+            reason: format!(
+                "the chain's head records {head_position} entries but the trail ends at entry {last}: entries from {expected} on were removed"
+            ),
+        });
+    }
+    if prev != head_hash {
+        return Ok(Verdict::Broken {
+            position: last,
+            reason: format!(
+                "entry {last} does not match the chain's head: it was rewritten after it was chained"
+            ),
+        });
+    }
+    // Rows and the head move together in one transaction, and the head only grows: a
+    // position committed before the head is read again is at most that head.
+    let highest: Option<i64> = store
+        .query_one("SELECT MAX(position) AS highest FROM audit_events", &[])
+        .await?
+        .get("highest")?;
+    let now: i64 = store
+        .query_one("SELECT position FROM audit_chain WHERE id = 1", &[])
+        .await?
+        .get("position")?;
+    if let Some(highest) = highest.filter(|h| *h > now) {
+        return Ok(Verdict::Broken {
+            position: now + 1,
+            reason: format!(
+                "the chain's head records {now} entries but the trail has entries up to position {highest}: entries from {} on were added outside the chain",
+                now + 1
+            ),
+        });
+    }
+    let pending: i64 = store
+        .query_one(
+            "SELECT COUNT(*) AS pending FROM audit_events WHERE position IS NULL",
+            &[],
+        )
+        .await?
+        .get("pending")?;
+    Ok(Verdict::Intact {
+        entries: last,
+        pending,
+    })
+}
+
+/// `GET /v1/audit?subject=&type=&from=&limit=&cursor=`: chained entries in chain order.
+async fn list(
+    State(store): State<Store>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let query = paging::query(query, &["subject", "type", "from", "limit", "cursor"])?;
+    let page = paging::request(&query)?;
+    let after: i64 = match &page.after {
+        None => 0,
+        Some(after) => after.parse().map_err(|_| {
+            ApiError::invalid(
+                "cursor",
+                "not a cursor this API gave out: pass the `next_cursor` of the previous page unchanged",
+            )
+        })?,
+    };
+    let mut sql = String::from(
+        "SELECT position, hash, prev_hash, topic, bus_offset, attempt, recorded_by, recorded_at, event
+         FROM audit_events WHERE position > $1",
+    );
+    let mut values = vec![ovasabi_store::Value::from(after)];
+    if let Some(subject) = query.get("subject") {
+        values.push(ovasabi_store::Value::from(subject.as_str()));
+        sql.push_str(&format!(" AND subject = ${}", values.len()));
+    }
+    if let Some(ty) = query.get("type") {
+        values.push(ovasabi_store::Value::from(ty.as_str()));
+        sql.push_str(&format!(" AND event_type = ${}", values.len()));
+    }
+    if let Some(from) = query.get("from") {
+        let from = DateTime::parse_from_rfc3339(from.trim()).map_err(|_| {
+            ApiError::invalid(
+                "from",
+                format!("`{from}` is not an RFC 3339 time such as 2026-11-27T10:00:00Z"),
+            )
+        })?;
+        values.push(ovasabi_store::Value::from(from.with_timezone(&Utc)));
+        sql.push_str(&format!(" AND event_time >= ${}", values.len()));
+    }
+    values.push(ovasabi_store::Value::from(page.fetch()));
+    sql.push_str(&format!(" ORDER BY position LIMIT ${}", values.len()));
+    let items = store
+        .query(&sql, &values)
+        .await?
+        .iter()
+        .map(|row| {
+            let position: i64 = row.get("position")?;
+            let text: String = row.get("event")?;
+            let event: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            let recorded_at: DateTime<Utc> = row.get("recorded_at")?;
+            Ok((
+                position.to_string(),
+                json!({
+                    "position": position,
+                    "hash": row.get::<Option<String>>("hash")?,
+                    "prev_hash": row.get::<Option<String>>("prev_hash")?,
+                    "topic": row.get::<String>("topic")?,
+                    "offset": row.get::<i64>("bus_offset")?,
+                    "attempt": row.get::<i64>("attempt")?,
+                    "recorded_by": row.get::<String>("recorded_by")?,
+                    "recorded_at": recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "event": event,
+                }),
+            ))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(paging::answer(&page, items)))
 }

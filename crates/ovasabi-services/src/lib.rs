@@ -17,7 +17,7 @@
 //! - [`openapi`] — `GET /openapi.json`, merged from the services.
 //! - [`schemas`] — the event contracts over HTTP (`/v1/schemas…`, `/asyncapi.yaml`).
 //! - The services, one module each, each owning its tables: [`users`], [`content`],
-//!   [`commerce`], [`wallet`], [`messaging`], [`audit`] (the audit trail).
+//!   [`commerce`], [`wallet`], [`messaging`], [`notifications`], [`audit`] (the audit trail).
 //! - This module — the [`catalog`] of services and [`select`]ing them by name.
 
 pub mod audit;
@@ -25,6 +25,7 @@ pub mod commerce;
 pub mod content;
 pub mod http;
 pub mod messaging;
+pub mod notifications;
 pub mod openapi;
 pub mod reactor;
 pub mod relay;
@@ -45,6 +46,9 @@ pub use runtime::{
 pub struct ServiceOptions {
     /// Topics and patterns the audit trail records (default `*.events`).
     pub audit_topics: Vec<String>,
+    /// Where the notifications' default senders write `notifications-<channel>.jsonl`
+    /// (they log instead when `None`).
+    pub notifications_dir: Option<std::path::PathBuf>,
 }
 
 /// Every service, in the order `ovasabi up` starts them.
@@ -55,6 +59,9 @@ pub fn catalog(options: &ServiceOptions) -> Vec<Arc<dyn Service>> {
         Arc::new(commerce::CommerceService::default_provider()),
         Arc::new(wallet::WalletService),
         Arc::new(messaging::MessagingService),
+        Arc::new(notifications::NotificationsService::with_outbox_dir(
+            options.notifications_dir.clone(),
+        )),
         Arc::new(AuditService::new(options.audit_topics.clone())),
     ]
 }

@@ -60,6 +60,12 @@ pub trait Reaction: Send + Sync + 'static {
         msg: &Message,
         plan: Self::Plan,
     ) -> Result<bool, HandlerError>;
+
+    /// Called after the transaction of an applied event committed (to wake readers of the
+    /// new state); nothing by default.
+    fn committed(&self, msg: &Message) {
+        let _ = msg;
+    }
 }
 
 /// A [`Handler`] that applies a [`Reaction`] once per event, under an [`Order`].
@@ -211,6 +217,7 @@ impl<R: Reaction> Handler for Reactor<R> {
         };
         tx.commit().await.map_err(&failed)?;
         self.release(msg);
+        self.reaction.committed(msg);
         if appended {
             if let Some(relay) = &self.relay {
                 relay.wake();

@@ -139,7 +139,17 @@ pub trait Service: Send + Sync + 'static {
     fn openapi(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+    /// Work it runs beside its consumers (a dispatcher, a chainer…), started once they have
+    /// subscribed. Each task runs until `stop` is cancelled, which happens after the
+    /// consumers have stopped; the runtime then waits for it (up to the shutdown grace).
+    fn tasks(&self, ctx: &Context, stop: CancellationToken) -> Vec<Task> {
+        let _ = (ctx, stop);
+        Vec::new()
+    }
 }
+
+/// A service's background work ([`Service::tasks`]).
+pub type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// Why services could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +265,8 @@ pub struct Runtime {
     store: Store,
     relay: Option<(JoinHandle<()>, CancellationToken, RelayHandle)>,
     http: Option<(SocketAddr, JoinHandle<()>, CancellationToken)>,
+    /// The services' background tasks, and what stops them.
+    background: (Vec<JoinHandle<()>>, CancellationToken),
     grace: Duration,
 }
 
@@ -322,6 +334,7 @@ impl Runtime {
             store,
             relay: Some((relay_task, relay_stop, relay_handle)),
             http: None,
+            background: (Vec::new(), CancellationToken::new()),
             grace: settings.shutdown_grace,
         };
         if let Some(addr) = settings.http {
@@ -368,6 +381,12 @@ impl Runtime {
                 while runtime.tasks.join_next().await.is_some() {}
                 runtime.stop_support().await;
                 return Err(error);
+            }
+        }
+        let background_stop = runtime.background.1.clone();
+        for service in services {
+            for task in service.tasks(&ctx, background_stop.clone()) {
+                runtime.background.0.push(tokio::spawn(task));
             }
         }
         Ok(runtime)
@@ -475,6 +494,13 @@ impl Runtime {
                         reason: panic.to_string(),
                     });
                 }
+            }
+        }
+        let (tasks, stop) = std::mem::take(&mut self.background);
+        stop.cancel();
+        for task in tasks {
+            if tokio::time::timeout(self.grace, task).await.is_err() {
+                tracing::warn!("a background task was still running after the grace period");
             }
         }
         if let Some(failure) = failure {

@@ -16,7 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use ovasabi_core::{DeliveryInfo, Event, TopicPattern};
-use ovasabi_events::commerce::{OrderPlaced, PaymentCompleted};
+use ovasabi_events::commerce::{OrderPlaced, OrderShipped, PaymentCompleted, PaymentFailed};
+use ovasabi_events::messaging::MessageSent;
 use ovasabi_events::users::{UserDeleted, UserRegistered};
 use ovasabi_events::{DomainEvent, Money};
 use ovasabi_middleware::{Handler, HandlerError, Message};
@@ -35,7 +36,7 @@ use serde_json::{json, Value};
 use common::Db;
 
 on_both!(
-    the_wallet_and_messaging_reach_the_same_state_from_any_order,
+    the_wallet_messaging_and_notifications_reach_the_same_state_from_any_order,
     hold_back_and_last_write_wins_reach_the_in_order_state,
     an_event_held_back_too_long_is_dead_lettered_naming_the_gap,
 );
@@ -111,6 +112,29 @@ fn producers_stream() -> Vec<(String, Event)> {
             paid.amount = Money::new(1_000 * i64::from(o + 1), "USD");
             paid.completed_at = at(30 + o);
             stream.push(numbering.event(&paid, "/ovasabi/commerce", format!("paid-{o}")));
+        }
+    }
+    for (m, (from, to)) in [(0, 1), (1, 0), (2, 3), (7, 6)].into_iter().enumerate() {
+        let mut sent = MessageSent::examples().remove(0);
+        sent.message_id = format!("m{m}");
+        sent.conversation_id = format!("c{from}-{to}");
+        sent.sender_id = format!("u{from}");
+        sent.recipient_ids = vec![format!("u{to}")];
+        sent.body = format!("message {m}");
+        sent.attachment_urls = None;
+        stream.push(numbering.event(&sent, "/ovasabi/messaging", format!("sent-{m}")));
+    }
+    for o in 0..10u32 {
+        if o % 3 == 2 {
+            let mut failed = PaymentFailed::examples().remove(0);
+            failed.order_id = format!("o{o}");
+            failed.payment_id = format!("pf{o}");
+            stream.push(numbering.event(&failed, "/ovasabi/commerce", format!("failed-{o}")));
+        } else if o % 2 == 0 {
+            let mut shipped = OrderShipped::examples().remove(0);
+            shipped.order_id = format!("o{o}");
+            shipped.shipment_id = format!("s{o}");
+            stream.push(numbering.event(&shipped, "/ovasabi/commerce", format!("shipped-{o}")));
         }
     }
     for u in [1, 6] {
@@ -215,7 +239,8 @@ async fn rows(store: &Store, sql: &str, skip: &[&str]) -> Vec<Value> {
     out
 }
 
-/// The wallet's and messaging's state, without times and running balances.
+/// The wallet's, messaging's and notifications' state, without times, running balances
+/// and per-user numbers (all set by the order effects ran in).
 async fn reactor_state(store: &Store) -> Value {
     json!({
         "balances": rows(store, "SELECT user_id, balance, closed_at IS NOT NULL AS closed FROM wallet_balances", &[]).await,
@@ -223,15 +248,19 @@ async fn reactor_state(store: &Store) -> Value {
         "orders": rows(store, "SELECT order_id, customer_id FROM wallet_orders", &[]).await,
         "outbox": rows(store, "SELECT event_id, topic, aggregate FROM outbox", &[]).await,
         "messaging_users": rows(store, "SELECT user_id, registered_at, deleted_at FROM messaging_users", &[]).await,
+        "notifications": rows(store, "SELECT id, user_id, category, title, body, cause_event_id FROM notifications", &[]).await,
+        "dispatch": rows(store, "SELECT notification_id, channel, status FROM notification_dispatch", &[]).await,
+        "notification_orders": rows(store, "SELECT order_id, customer_id FROM notification_orders", &[]).await,
     })
 }
 
-/// The wallet's and messaging's consumers on a fresh database, fed `deliveries`; their
-/// final state.
+/// The wallet's, messaging's and notifications' consumers on a fresh database, fed
+/// `deliveries`; their final state.
 async fn run_services(db: Db, deliveries: Vec<(String, Event)>, rng: &mut StdRng) -> Option<Value> {
     let services: Vec<Arc<dyn Service>> = vec![
         Arc::new(ovasabi_services::wallet::WalletService),
         Arc::new(ovasabi_services::messaging::MessagingService),
+        Arc::new(ovasabi_services::notifications::NotificationsService::default()),
     ];
     let sets: Vec<MigrationSet> = services.iter().map(|s| s.migrations()).collect();
     let (store, _guard) = fresh_store(db, &sets, "reactors_services").await?;
@@ -257,12 +286,16 @@ async fn run_services(db: Db, deliveries: Vec<(String, Event)>, rng: &mut StdRng
             handlers.push((spec.options.topics.clone(), spec.handler));
         }
     }
-    assert_eq!(handlers.len(), 2, "the wallet's and messaging's consumers");
+    assert_eq!(
+        handlers.len(),
+        3,
+        "the wallet's, messaging's and notifications' consumers"
+    );
     feed(&handlers, deliveries, rng).await;
     Some(reactor_state(&store).await)
 }
 
-async fn the_wallet_and_messaging_reach_the_same_state_from_any_order(db: Db) {
+async fn the_wallet_messaging_and_notifications_reach_the_same_state_from_any_order(db: Db) {
     let stream = producers_stream();
     let mut rng = StdRng::seed_from_u64(0x0A5AB1);
     let Some(expected) = run_services(db, in_order(&stream), &mut rng).await else {
@@ -272,6 +305,8 @@ async fn the_wallet_and_messaging_reach_the_same_state_from_any_order(db: Db) {
     let balances = &expected["balances"];
     assert_eq!(balances.as_array().unwrap().len(), 8, "{balances}");
     assert!(!expected["ledger"].as_array().unwrap().is_empty());
+    // 8 welcomes, 4 messages, 3 failed payments, 3 shipments.
+    assert_eq!(expected["notifications"].as_array().unwrap().len(), 18);
     for round in 0..6u64 {
         let seed = 1000 + round;
         let mut rng = StdRng::seed_from_u64(seed);

@@ -1,11 +1,11 @@
-//! `ovasabi audit list`: the audit trail, read from the services' database (it works while
-//! `ovasabi up` runs).
+//! `ovasabi audit list|verify`: the audit trail, read from the services' database (it works
+//! while `ovasabi up` runs).
 
-use ovasabi_services::audit::{self, AuditFilter};
+use ovasabi_services::audit::{self, AuditFilter, Verdict};
 use ovasabi_services::Service as _;
 use ovasabi_store::Store;
 
-use crate::cli::{AuditCommand, AuditListArgs, Format, Global};
+use crate::cli::{AuditCommand, AuditListArgs, AuditVerifyArgs, Format, Global};
 use crate::cmd::store_config;
 use crate::failure::Failure;
 use crate::output::outln;
@@ -14,15 +14,60 @@ use crate::output::outln;
 pub(crate) async fn run(global: &Global, cmd: AuditCommand) -> Result<(), Failure> {
     match cmd {
         AuditCommand::List(args) => list(global, args).await,
+        AuditCommand::Verify(args) => verify(global, args).await,
+    }
+}
+
+async fn open(global: &Global) -> Result<Store, Failure> {
+    let database = store_config(global)?;
+    let migrations = [ovasabi_services::AuditService::default().migrations()];
+    Store::open(&database, &migrations)
+        .await
+        .map_err(|e| Failure::runtime(format!("database {database}: {e}")))
+}
+
+async fn verify(global: &Global, args: AuditVerifyArgs) -> Result<(), Failure> {
+    let store = open(global).await?;
+    let verdict = audit::verify(&store)
+        .await
+        .map_err(|e| Failure::runtime(format!("reading the audit trail: {e}")))?;
+    match (&verdict, args.format) {
+        (Verdict::Intact { entries, pending }, Format::Json) => {
+            outln!(
+                "{}",
+                serde_json::json!({"intact": true, "entries": entries, "pending": pending})
+            );
+        }
+        (Verdict::Intact { entries, pending }, Format::Pretty) => {
+            outln!("audit trail intact: {entries} entries, each hash matching its content and the one before");
+            if *pending > 0 {
+                outln!(
+                    "{pending} more recorded but not chained yet: a running audit service \
+                     chains them within a second (or when `ovasabi serve audit` runs again)"
+                );
+            }
+        }
+        (Verdict::Broken { position, reason }, Format::Json) => {
+            outln!(
+                "{}",
+                serde_json::json!({"intact": false, "position": position, "reason": reason})
+            );
+        }
+        (Verdict::Broken { .. }, Format::Pretty) => {}
+    }
+    match verdict {
+        Verdict::Intact { .. } => Ok(()),
+        Verdict::Broken { position, reason } => Err(Failure::check(format!(
+            "the audit trail is broken at entry {position}: {reason}. Entries from {position} \
+             on cannot be trusted: find out who could write to the database, and compare \
+             those entries with a backup or with the events still on the bus \
+             (`ovasabi audit list --format json` shows what is stored)"
+        ))),
     }
 }
 
 async fn list(global: &Global, args: AuditListArgs) -> Result<(), Failure> {
-    let database = store_config(global)?;
-    let migrations = [ovasabi_services::AuditService::default().migrations()];
-    let store = Store::open(&database, &migrations)
-        .await
-        .map_err(|e| Failure::runtime(format!("database {database}: {e}")))?;
+    let store = open(global).await?;
     let filter = AuditFilter {
         subject: args.subject,
         event_type: args.ty,

@@ -23,7 +23,7 @@ pub(crate) async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
 /// `ovasabi serve`: the services named.
 pub(crate) async fn serve(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     if args.list {
-        let catalog = ovasabi_services::catalog(&service_options(&args.run));
+        let catalog = ovasabi_services::catalog(&service_options(&args.run, None));
         for service in &catalog {
             outln!("{:<10} {}", service.name(), service.about());
         }
@@ -45,8 +45,12 @@ fn http_addr(text: &str) -> Result<Option<std::net::SocketAddr>, Failure> {
     })
 }
 
-fn service_options(args: &RunArgs) -> ServiceOptions {
+fn service_options(
+    args: &RunArgs,
+    notifications_dir: Option<std::path::PathBuf>,
+) -> ServiceOptions {
     ServiceOptions {
+        notifications_dir,
         audit_topics: args
             .audit_topics
             .iter()
@@ -133,7 +137,7 @@ async fn run(
     http: &str,
     demo: bool,
 ) -> Result<(), Failure> {
-    let catalog = ovasabi_services::catalog(&service_options(&args));
+    let catalog = ovasabi_services::catalog(&service_options(&args, Some(data_dir(global))));
     let services = ovasabi_services::select(&catalog, names).map_err(service_failure)?;
     let mut settings = settings(&args)?;
     settings.http = http_addr(http)?;
