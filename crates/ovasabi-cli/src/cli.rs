@@ -65,6 +65,9 @@ pub(crate) enum Command {
     /// Read the audit trail the `audit` service records.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Rebuild a projection from the start of the log.
+    #[command(subcommand)]
+    Replay(ReplayCommand),
     /// Publish, tail and list events.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -173,6 +176,21 @@ pub(crate) struct ServeArgs {
     pub(crate) http: String,
     #[command(flatten)]
     pub(crate) run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReplayCommand {
+    /// Rebuild the analytics (counters, time windows, active users, top content) from the
+    /// oldest retained event of their topics, with progress on stderr. Stop the analytics
+    /// service first (`ovasabi up` holds the embedded bus anyway).
+    Analytics(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// Output format; `json` prints one object: {"events", "counted", "seconds", "totals"}
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Subcommand)]

@@ -45,6 +45,7 @@ fn main() {
             Command::SeedDemo(args) => cmd::seed::run(args).await,
             Command::Schema(cmd) => cmd::schema::run(&cli.global, cmd).await,
             Command::Audit(cmd) => cmd::audit::run(&cli.global, cmd).await,
+            Command::Replay(cmd) => cmd::replay::run(&cli.global, cmd).await,
             Command::Events(cmd) => cmd::events::run(&cli.global, cmd).await,
             Command::Bus(cmd) => cmd::bus::run(&cli.global, cmd).await,
             Command::Bench(cmd) => cmd::bench::run(&cli.global, cmd).await,

@@ -240,6 +240,30 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
         stderr.contains("the audit trail is broken at entry 2: entry 2 was changed"),
         "{stderr}"
     );
+
+    // The analytics counted both events live; rebuilt from the log, they are the same.
+    let counts = |db: &rusqlite::Connection| -> Vec<(String, String, i64)> {
+        let mut statement = db
+            .prepare("SELECT metric, minute, value FROM analytics_minutes ORDER BY metric, minute")
+            .unwrap();
+        let rows = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let live = counts(&db);
+    assert_eq!(live.len(), 2, "{live:?}");
+    let replayed = ovasabi(data_dir, &["replay", "analytics", "--format", "json"]);
+    assert!(replayed.status.success(), "{replayed:?}");
+    let progress = String::from_utf8_lossy(&replayed.stderr);
+    assert!(progress.contains("replay: 2/2 events (100%)"), "{progress}");
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&replayed.stdout).trim()).unwrap();
+    assert_eq!(summary["events"], 2, "{summary}");
+    assert_eq!(summary["counted"], 2, "{summary}");
+    assert_eq!(summary["totals"]["signups"], 1, "{summary}");
+    assert_eq!(summary["totals"]["posts"], 1, "{summary}");
+    assert_eq!(counts(&db), live);
 }
 
 #[test]
@@ -249,7 +273,7 @@ fn serve_refuses_unknown_services_and_bad_settings() {
         (&["serve"][..], "name at least one service"),
         (
             &["serve", "nope"][..],
-            "there is no service `nope`; the services are: users, content, commerce, wallet, messaging, notifications, audit",
+            "there is no service `nope`; the services are: users, content, commerce, wallet, messaging, notifications, analytics, audit",
         ),
         (
             &["serve", "audit", "--ack-timeout", "soon"][..],
@@ -281,6 +305,7 @@ fn serve_refuses_unknown_services_and_bad_settings() {
             "wallet",
             "messaging",
             "notifications",
+            "analytics",
             "audit"
         ],
         "{list}"

@@ -17,9 +17,11 @@
 //! - [`openapi`] — `GET /openapi.json`, merged from the services.
 //! - [`schemas`] — the event contracts over HTTP (`/v1/schemas…`, `/asyncapi.yaml`).
 //! - The services, one module each, each owning its tables: [`users`], [`content`],
-//!   [`commerce`], [`wallet`], [`messaging`], [`notifications`], [`audit`] (the audit trail).
+//!   [`commerce`], [`wallet`], [`messaging`], [`notifications`], [`analytics`], [`audit`]
+//!   (the audit trail).
 //! - This module — the [`catalog`] of services and [`select`]ing them by name.
 
+pub mod analytics;
 pub mod audit;
 pub mod commerce;
 pub mod content;
@@ -62,6 +64,7 @@ pub fn catalog(options: &ServiceOptions) -> Vec<Arc<dyn Service>> {
         Arc::new(notifications::NotificationsService::with_outbox_dir(
             options.notifications_dir.clone(),
         )),
+        Arc::new(analytics::AnalyticsService::default()),
         Arc::new(AuditService::new(options.audit_topics.clone())),
     ]
 }

@@ -4,6 +4,7 @@ pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod bus;
 pub(crate) mod events;
+pub(crate) mod replay;
 pub(crate) mod schema;
 pub(crate) mod seed;
 pub(crate) mod serve;
