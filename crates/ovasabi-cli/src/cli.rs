@@ -135,6 +135,11 @@ pub(crate) struct RunArgs {
         default_value = "*.events"
     )]
     pub(crate) audit_topics: Vec<String>,
+    /// The moderation service's rules (JSON: content.blocked_terms, content.max_links,
+    /// fraud.max_orders_per_minute…), read again when the file changes; built-in rules
+    /// without it
+    #[arg(long, env = "OVASABI_MODERATION_RULES")]
+    pub(crate) moderation_rules: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -186,8 +186,9 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let records = loop {
         let records = audit_lines(data_dir);
-        // The two events published, and the wallet's signup bonus for the registration.
-        if records.len() >= 3 || Instant::now() > deadline {
+        // The two events published, the wallet's signup bonus for the registration and the
+        // moderation's approval of the post.
+        if records.len() >= 4 || Instant::now() > deadline {
             break records;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -199,7 +200,12 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     types.sort_unstable();
     assert_eq!(
         types,
-        ["coin.mined", "content.posted", "user.registered"],
+        [
+            "coin.mined",
+            "content.posted",
+            "moderation.decided",
+            "user.registered"
+        ],
         "{records:?}"
     );
     assert!(records.iter().all(|r| r["attempt"] == 1), "{records:?}");
@@ -207,7 +213,7 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     let status = up.terminate();
     assert!(status.success(), "{status}:\n{}", up.log());
     let log = up.log();
-    assert!(log.contains("audit: 3 received, 3 acked"), "{log}");
+    assert!(log.contains("audit: 4 received, 4 acked"), "{log}");
     assert!(log.contains("wallet: 1 received, 1 acked"), "{log}");
     assert!(log.lines().last().unwrap().contains("stopped"), "{log}");
 
@@ -217,7 +223,7 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(again.terminate().success(), "{}", again.log());
     assert!(again.log().contains("audit: 0 received"), "{}", again.log());
-    assert_eq!(audit_lines(data_dir).len(), 3);
+    assert_eq!(audit_lines(data_dir).len(), 4);
 
     // The trail is a hash chain, chained by the running services: intact as recorded, and a
     // changed entry is named.
@@ -225,7 +231,7 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     let intact: serde_json::Value = serde_json::from_str(intact.trim()).unwrap();
     assert_eq!(
         intact,
-        serde_json::json!({"intact": true, "entries": 3, "pending": 0})
+        serde_json::json!({"intact": true, "entries": 4, "pending": 0})
     );
     let db = rusqlite::Connection::open(data_dir.join("ovasabi.db")).unwrap();
     db.execute(
@@ -273,7 +279,7 @@ fn serve_refuses_unknown_services_and_bad_settings() {
         (&["serve"][..], "name at least one service"),
         (
             &["serve", "nope"][..],
-            "there is no service `nope`; the services are: users, content, commerce, wallet, messaging, notifications, analytics, audit",
+            "there is no service `nope`; the services are: users, content, commerce, wallet, messaging, notifications, moderation, analytics, audit",
         ),
         (
             &["serve", "audit", "--ack-timeout", "soon"][..],
@@ -305,6 +311,7 @@ fn serve_refuses_unknown_services_and_bad_settings() {
             "wallet",
             "messaging",
             "notifications",
+            "moderation",
             "analytics",
             "audit"
         ],

@@ -101,15 +101,21 @@ use ovasabi_events::commerce::{
     Address, CancelledBy, LineItem, OrderCancelled, OrderPlaced, OrderShipped, PaymentCompleted,
     PaymentFailed, PaymentFailureReason, PaymentMethod, PaymentRefunded, RefundReason,
 };
+use ovasabi_events::moderation::{FraudHoldPlaced, FraudHoldReleased, HoldTarget};
+use ovasabi_events::DomainEvent as _;
 use ovasabi_events::Money;
+use ovasabi_middleware::{HandlerError, Message};
+use ovasabi_store::inbox::Order as InboxOrder;
 use ovasabi_store::{params, Migration, MigrationSet, Row, Transaction, Value as SqlValue};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::http::{Answer, Api, ApiError, RequestMeta, Tx};
-use crate::runtime::{Context, Service};
+use crate::reactor::{Reaction, Reactor};
+use crate::runtime::{ConsumerSpec, Context, Service, ServiceError};
 use crate::users::{check_url, paging};
+use crate::wallet::{payload, store_failure};
 
 /// Where this service's events come from.
 pub const SOURCE: &str = "/ovasabi/commerce";
@@ -127,10 +133,11 @@ const COUPONS: &[(&str, i64)] = &[("WELCOME10", 10)];
 
 const MIGRATIONS: MigrationSet = MigrationSet::new(
     "commerce",
-    &[Migration::new(
-        1,
-        "orders and payment attempts",
-        "CREATE TABLE orders (
+    &[
+        Migration::new(
+            1,
+            "orders and payment attempts",
+            "CREATE TABLE orders (
             id TEXT PRIMARY KEY,
             customer_id TEXT NOT NULL,
             status TEXT NOT NULL,
@@ -172,8 +179,23 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
         CREATE UNIQUE INDEX order_payment_attempts_key
             ON order_payment_attempts (order_id, kind, idempotency_key);
         CREATE INDEX order_payment_attempts_order ON order_payment_attempts (order_id, id);",
-    )],
+        ),
+        Migration::new(
+            2,
+            "commerce_holds",
+            "CREATE TABLE commerce_holds (
+            order_id TEXT PRIMARY KEY,
+            hold_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            state TEXT NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        );",
+        ),
+    ],
 );
+
+/// The consumer group reading fraud holds, and its inbox name.
+pub const GROUP: &str = "commerce";
 
 // ---------------------------------------------------------------------------------------
 // The payment provider
@@ -374,6 +396,26 @@ impl Service for CommerceService {
 
     fn migrations(&self) -> MigrationSet {
         MIGRATIONS
+    }
+
+    fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError> {
+        let topics = vec![FraudHoldPlaced::TOPIC.to_owned()];
+        let options = ctx
+            .subscribe_options(GROUP, &topics, ovasabi_core::Ordering::PerKey)
+            .map_err(|e| ServiceError::Config {
+                service: "commerce",
+                reason: format!("subscribing to {}: {e}", topics.join(", ")),
+            })?;
+        // A hold's latest word (placed, released) is the one that counts.
+        Ok(vec![ConsumerSpec {
+            options,
+            handler: Arc::new(Reactor::new(
+                GROUP,
+                InboxOrder::LastWriteWins,
+                ctx.store.clone(),
+                Holds,
+            )),
+        }])
     }
 
     fn routes(&self, ctx: &Context) -> Option<Router> {
@@ -746,6 +788,94 @@ impl Order {
     }
 }
 
+/// Keeps fraud holds on orders up to date from `moderation.events`.
+struct Holds;
+
+#[async_trait]
+impl Reaction for Holds {
+    /// (order id, hold id, reason, state).
+    type Plan = (String, String, String, &'static str);
+
+    fn plan(&self, msg: &Message) -> Result<Option<Self::Plan>, HandlerError> {
+        let event = msg.event();
+        let reason_text = |v: Value| v.as_str().unwrap_or("unknown").replace('_', " ");
+        Ok(match event.ty.as_str() {
+            FraudHoldPlaced::TYPE => {
+                let hold: FraudHoldPlaced = payload(event)?;
+                (hold.target_kind == HoldTarget::Order).then(|| {
+                    let reason =
+                        reason_text(serde_json::to_value(hold.reason_code).unwrap_or(Value::Null));
+                    (hold.target_id, hold.hold_id, reason, "held")
+                })
+            }
+            FraudHoldReleased::TYPE => {
+                let release: FraudHoldReleased = payload(event)?;
+                (release.target_kind == HoldTarget::Order).then(|| {
+                    let reason = reason_text(
+                        serde_json::to_value(release.resolution).unwrap_or(Value::Null),
+                    );
+                    (release.target_id, release.hold_id, reason, "released")
+                })
+            }
+            _ => None,
+        })
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction,
+        _msg: &Message,
+        (order_id, hold_id, reason, state): Self::Plan,
+    ) -> Result<bool, HandlerError> {
+        tx.execute(
+            "INSERT INTO commerce_holds (order_id, hold_id, reason, state, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (order_id) DO UPDATE SET hold_id = excluded.hold_id,
+                 reason = excluded.reason, state = excluded.state, updated_at = excluded.updated_at",
+            params![order_id.as_str(), hold_id.as_str(), reason.as_str(), state, Utc::now()],
+        )
+        .await
+        .map_err(store_failure("commerce"))?;
+        Ok(false)
+    }
+}
+
+/// The order's fraud hold, if it ever had one: (hold id, reason, state).
+async fn hold_of(
+    store: &ovasabi_store::Store,
+    order_id: &str,
+) -> Result<Option<(String, String, String)>, ApiError> {
+    let row = store
+        .query_opt(
+            "SELECT hold_id, reason, state FROM commerce_holds WHERE order_id = $1",
+            params![order_id],
+        )
+        .await?;
+    row.map(|r| Ok((r.get("hold_id")?, r.get("reason")?, r.get("state")?)))
+        .transpose()
+}
+
+/// 409 `order_held` while a fraud hold is on the order.
+async fn refuse_if_held(db: &mut Transaction, order: &Order) -> Result<(), ApiError> {
+    let row = db
+        .query_opt(
+            "SELECT hold_id, reason FROM commerce_holds WHERE order_id = $1 AND state = 'held'",
+            params![order.id.as_str()],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(()) };
+    let hold_id: String = row.get("hold_id")?;
+    let reason: String = row.get("reason")?;
+    Err(ApiError::with(
+        StatusCode::CONFLICT,
+        "order_held",
+        format!(
+            "order {} is held for fraud review (hold {hold_id}: {reason}); it can be paid or shipped once the hold is released",
+            order.id
+        ),
+    ))
+}
+
 /// The order `id`, locked for the rest of the transaction; 404 if there is none.
 async fn lock_order(db: &mut Transaction, id: &str) -> Result<Order, ApiError> {
     let row = db
@@ -968,6 +1098,7 @@ async fn claim_in(
     }
     let (method, amount, reason) = match ask.kind {
         Kind::Charge => {
+            refuse_if_held(db, &order).await?;
             order.payable()?;
             (
                 ask.method.unwrap_or(PaymentMethod::Card),
@@ -1701,6 +1832,12 @@ async fn order(State(c): State<Commerce>, Path(id): Path<String>) -> Result<Json
         .await?
         .ok_or_else(|| ApiError::not_found(format!("order {id}")))?;
     let mut body = Order::from_row(&row)?.to_json();
+    body["hold"] = match hold_of(&c.api.store, &id).await? {
+        Some((hold_id, reason, state)) => {
+            json!({"hold_id": hold_id, "reason": reason, "state": state})
+        }
+        None => Value::Null,
+    };
     let attempts = c
         .api
         .store
@@ -1807,6 +1944,7 @@ async fn ship(
                 let now = now();
                 let order = lock_order(tx.db(), &id).await?;
                 order.settled(now)?;
+                refuse_if_held(tx.db(), &order).await?;
                 match order.status {
                     Status::Paid => {}
                     Status::Placed => return Err(order.refuse("shipped", "it is not paid yet")),

@@ -31,12 +31,23 @@
 //! - **Deleted content** (soft delete: the row stays) is gone for readers: `GET` answers
 //!   404 `content_deleted` (naming when and why), and it leaves the author's list. Editing,
 //!   commenting, reacting or deleting it again answers 409 `content_deleted`.
+//! - **Moderated content**: the `content` consumer reads `moderation.events` (last write
+//!   wins per content): `content.flagged` hides a piece of content (`GET` answers 404
+//!   `content_hidden` naming the rule, lists leave it out), `moderation.decided` approve
+//!   shows it again, remove hides it for good. Table `content_moderation`.
 //! - A reply (`parent_comment_id`) must name a comment of the same content.
 //! - There is no authentication yet: `author_id`, `editor_id`, `user_id` are taken as
 //!   given (ids of the users service, which this service does not read), and visibility
 //!   is recorded and published, not enforced on reads.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ovasabi_core::Ordering;
+use ovasabi_events::moderation::{ContentFlagged, Decision, ModerationDecided, ModerationTarget};
+use ovasabi_events::DomainEvent as _;
+use ovasabi_middleware::{HandlerError, Message};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -49,6 +60,7 @@ use ovasabi_events::content::{
     CommentAdded, ContentDeleted, ContentDeletionReason, ContentField, ContentKind, ContentPosted,
     ContentUpdated, ReactionAdded, ReactionKind, Visibility,
 };
+use ovasabi_store::inbox::Order as InboxOrder;
 use ovasabi_store::{params, Migration, MigrationSet, Row, Transaction, Value as SqlValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -57,8 +69,10 @@ use crate::commerce::{
     check_id, check_text, conflict, enum_from, enum_text, now, query_params, Body,
 };
 use crate::http::{Api, ApiError, RequestMeta};
-use crate::runtime::{Context, Service};
+use crate::reactor::{Reaction, Reactor};
+use crate::runtime::{ConsumerSpec, Context, Service, ServiceError};
 use crate::users::{check_url, paging};
+use crate::wallet::{payload, store_failure};
 
 /// Where this service's events come from.
 pub const SOURCE: &str = "/ovasabi/content";
@@ -75,10 +89,11 @@ pub const MAX_TAGS: usize = 30;
 
 const MIGRATIONS: MigrationSet = MigrationSet::new(
     "content",
-    &[Migration::new(
-        1,
-        "content, comments, reactions",
-        "CREATE TABLE content_items (
+    &[
+        Migration::new(
+            1,
+            "content, comments, reactions",
+            "CREATE TABLE content_items (
             id TEXT PRIMARY KEY,
             author_id TEXT NOT NULL,
             kind TEXT NOT NULL,
@@ -112,8 +127,22 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
             created_at TIMESTAMPTZ NOT NULL,
             UNIQUE (content_id, user_id, kind)
         );",
-    )],
+        ),
+        Migration::new(
+            2,
+            "content_moderation",
+            "CREATE TABLE content_moderation (
+            content_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            reason TEXT,
+            decided_at TIMESTAMPTZ NOT NULL
+        );",
+        ),
+    ],
 );
+
+/// The consumer group reading moderation decisions, and its inbox name.
+pub const GROUP: &str = "content";
 
 /// The `content` service.
 #[derive(Clone, Debug, Default)]
@@ -130,6 +159,26 @@ impl Service for ContentService {
 
     fn migrations(&self) -> MigrationSet {
         MIGRATIONS
+    }
+
+    fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError> {
+        let topics = vec![ContentFlagged::TOPIC.to_owned()];
+        let options = ctx
+            .subscribe_options(GROUP, &topics, Ordering::PerKey)
+            .map_err(|e| ServiceError::Config {
+                service: "content",
+                reason: format!("subscribing to {}: {e}", topics.join(", ")),
+            })?;
+        // The latest decision about a piece of content is the one that counts.
+        Ok(vec![ConsumerSpec {
+            options,
+            handler: Arc::new(Reactor::new(
+                GROUP,
+                InboxOrder::LastWriteWins,
+                ctx.store.clone(),
+                Moderated,
+            )),
+        }])
     }
 
     fn routes(&self, ctx: &Context) -> Option<Router> {
@@ -513,8 +562,92 @@ async fn content(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<
     Ok(Json(body))
 }
 
-/// The content `id` for reading: 404 if there is none, 404 `content_deleted` if deleted.
+/// Hides flagged content and shows it again once approved.
+struct Moderated;
+
+#[async_trait]
+impl Reaction for Moderated {
+    /// (content id, state, reason).
+    type Plan = (String, &'static str, Option<String>);
+
+    fn plan(&self, msg: &Message) -> Result<Option<Self::Plan>, HandlerError> {
+        let event = msg.event();
+        Ok(match event.ty.as_str() {
+            ContentFlagged::TYPE => {
+                let flagged: ContentFlagged = payload(event)?;
+                (flagged.target_kind == ModerationTarget::Content).then_some((
+                    flagged.target_id,
+                    "flagged",
+                    flagged.note,
+                ))
+            }
+            ModerationDecided::TYPE => {
+                let decided: ModerationDecided = payload(event)?;
+                let state = match decided.decision {
+                    Decision::Approve | Decision::Warn => "approved",
+                    Decision::Remove => "removed",
+                };
+                (decided.target_kind == ModerationTarget::Content).then_some((
+                    decided.target_id,
+                    state,
+                    decided.reason,
+                ))
+            }
+            _ => None,
+        })
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction,
+        _msg: &Message,
+        (content_id, state, reason): Self::Plan,
+    ) -> Result<bool, HandlerError> {
+        tx.execute(
+            "INSERT INTO content_moderation (content_id, state, reason, decided_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (content_id) DO UPDATE
+             SET state = excluded.state, reason = excluded.reason, decided_at = excluded.decided_at",
+            params![content_id.as_str(), state, reason, Utc::now()],
+        )
+        .await
+        .map_err(store_failure("content"))?;
+        Ok(false)
+    }
+}
+
+/// Content hidden by moderation, for `WHERE … AND id NOT IN (…)`.
+const HIDDEN: &str =
+    "SELECT content_id FROM content_moderation WHERE state IN ('flagged', 'removed')";
+
+/// The content `id` for reading: 404 if there is none, 404 `content_deleted` if deleted,
+/// 404 `content_hidden` while moderation hides it.
 async fn readable(api: &Api, id: &str) -> Result<Content, ApiError> {
+    let hidden = api
+        .store
+        .query_opt(
+            "SELECT state, reason FROM content_moderation WHERE content_id = $1
+             AND state IN ('flagged', 'removed')",
+            params![id],
+        )
+        .await?;
+    if let Some(row) = hidden {
+        let state: String = row.get("state")?;
+        let reason: Option<String> = row.get("reason")?;
+        return Err(ApiError::with(
+            StatusCode::NOT_FOUND,
+            "content_hidden",
+            format!(
+                "content {id} is hidden: moderation {} it ({})",
+                if state == "removed" {
+                    "removed"
+                } else {
+                    "flagged"
+                },
+                reason.unwrap_or_else(|| "no reason given".to_owned())
+            ),
+        ));
+    }
     let row = api
         .store
         .query_opt(
@@ -541,7 +674,9 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let query = query_params(query, &["author_id", "limit", "cursor"])?;
     let page = paging::request(&query)?;
-    let mut sql = format!("SELECT {CONTENT_COLUMNS} FROM content_items WHERE deleted_at IS NULL");
+    let mut sql = format!(
+        "SELECT {CONTENT_COLUMNS} FROM content_items WHERE deleted_at IS NULL AND id NOT IN ({HIDDEN})"
+    );
     let mut args: Vec<SqlValue> = Vec::new();
     if let Some(author) = query.get("author_id") {
         args.push(check_id("author_id", author)?.into());

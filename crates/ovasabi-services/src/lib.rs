@@ -17,8 +17,8 @@
 //! - [`openapi`] — `GET /openapi.json`, merged from the services.
 //! - [`schemas`] — the event contracts over HTTP (`/v1/schemas…`, `/asyncapi.yaml`).
 //! - The services, one module each, each owning its tables: [`users`], [`content`],
-//!   [`commerce`], [`wallet`], [`messaging`], [`notifications`], [`analytics`], [`audit`]
-//!   (the audit trail).
+//!   [`commerce`], [`wallet`], [`messaging`], [`notifications`], [`moderation`],
+//!   [`analytics`], [`audit`] (the audit trail).
 //! - This module — the [`catalog`] of services and [`select`]ing them by name.
 
 pub mod analytics;
@@ -27,6 +27,7 @@ pub mod commerce;
 pub mod content;
 pub mod http;
 pub mod messaging;
+pub mod moderation;
 pub mod notifications;
 pub mod openapi;
 pub mod reactor;
@@ -51,6 +52,8 @@ pub struct ServiceOptions {
     /// Where the notifications' default senders write `notifications-<channel>.jsonl`
     /// (they log instead when `None`).
     pub notifications_dir: Option<std::path::PathBuf>,
+    /// The moderation service's rules file (the built-in rules when `None`).
+    pub moderation_rules: Option<std::path::PathBuf>,
 }
 
 /// Every service, in the order `ovasabi up` starts them.
@@ -63,6 +66,9 @@ pub fn catalog(options: &ServiceOptions) -> Vec<Arc<dyn Service>> {
         Arc::new(messaging::MessagingService),
         Arc::new(notifications::NotificationsService::with_outbox_dir(
             options.notifications_dir.clone(),
+        )),
+        Arc::new(moderation::ModerationService::with_rules(
+            options.moderation_rules.clone(),
         )),
         Arc::new(analytics::AnalyticsService::default()),
         Arc::new(AuditService::new(options.audit_topics.clone())),

@@ -7,9 +7,11 @@
 //! | `message.sent` | new message (`message`) | each recipient |
 //! | `order.shipped` | your order has shipped (`order`) | the order's customer |
 //! | `payment.failed` | your payment failed (`payment`) | the order's customer |
+//! | `content.flagged` | your post was hidden (`moderation`) | the content's author |
+//! | `fraud.hold_placed` (an order) | your order is on hold (`fraud`) | the order's customer |
 //!
-//! (`order.placed` is read only to learn each order's customer: the notifications service
-//! reads no other service's tables.) The consumer is a [`Reactor`] with
+//! (`order.placed` and `content.posted` are read only to learn each order's customer and
+//! each post's author: the notifications service reads no other service's tables.) The consumer is a [`Reactor`] with
 //! [`Order::Unordered`]: each notification stands alone, its id a UUIDv5 of the cause and
 //! the recipient, so a redelivered event notifies nobody twice. A shipment or failed payment
 //! whose `order.placed` has not arrived yet is retried until it has.
@@ -74,7 +76,9 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use ovasabi_core::{Event, Ordering};
 use ovasabi_events::commerce::{OrderPlaced, OrderShipped, PaymentFailed};
+use ovasabi_events::content::ContentPosted;
 use ovasabi_events::messaging::MessageSent;
+use ovasabi_events::moderation::{ContentFlagged, FraudHoldPlaced, HoldTarget, ModerationTarget};
 use ovasabi_events::users::UserRegistered;
 use ovasabi_events::DomainEvent;
 use ovasabi_middleware::{HandlerError, Message};
@@ -95,7 +99,14 @@ use crate::wallet::{check_user_id, payload, store_failure};
 /// The consumer group, and its inbox name.
 pub const GROUP: &str = "notifications";
 /// What a notification is about.
-pub const CATEGORIES: &[&str] = &["welcome", "message", "order", "payment"];
+pub const CATEGORIES: &[&str] = &[
+    "welcome",
+    "message",
+    "order",
+    "payment",
+    "moderation",
+    "fraud",
+];
 /// Where a notification goes; `in_app` is always on.
 pub const CHANNELS: &[&str] = &["in_app", "email", "push", "sms"];
 /// Sends of one dispatch row before it is marked failed.
@@ -190,6 +201,10 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
         CREATE INDEX notification_dispatch_pending ON notification_dispatch (due_at) WHERE status = 'pending';
         CREATE TABLE notification_orders (order_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL);
         CREATE TABLE notification_users (user_id TEXT PRIMARY KEY, email TEXT NOT NULL);",
+    ), Migration::new(
+        2,
+        "notification_content",
+        "CREATE TABLE notification_content (content_id TEXT PRIMARY KEY, author_id TEXT NOT NULL);",
     )],
 );
 
@@ -352,6 +367,8 @@ impl Service for NotificationsService {
             UserRegistered::TOPIC.to_owned(),
             MessageSent::TOPIC.to_owned(),
             OrderPlaced::TOPIC.to_owned(),
+            ContentPosted::TOPIC.to_owned(),
+            ContentFlagged::TOPIC.to_owned(),
         ];
         let mut topics_unique = topics.clone();
         topics_unique.dedup();
@@ -415,6 +432,13 @@ enum Plan {
     RememberOrder {
         order_id: String,
         customer_id: String,
+    },
+    /// Notify a piece of content's author, once the content is known.
+    NotifyAuthor { content_id: String, note: Note },
+    /// Remember a piece of content's author.
+    RememberContent {
+        content_id: String,
+        author_id: String,
     },
 }
 
@@ -514,6 +538,49 @@ impl Plan {
                     order_id: failed.order_id,
                 }
             }
+            ContentPosted::TYPE => {
+                let posted: ContentPosted = payload(event)?;
+                Plan::RememberContent {
+                    content_id: posted.content_id,
+                    author_id: posted.author_id,
+                }
+            }
+            ContentFlagged::TYPE => {
+                let flagged: ContentFlagged = payload(event)?;
+                if flagged.target_kind != ModerationTarget::Content {
+                    return Ok(None);
+                }
+                Plan::NotifyAuthor {
+                    note: Note {
+                        user_id: String::new(),
+                        category: "moderation",
+                        title: "Your post was hidden".to_owned(),
+                        body: format!(
+                            "Post {} was flagged and is hidden until a moderator reviews it: {}.",
+                            flagged.target_id,
+                            flagged.note.as_deref().unwrap_or("no reason given")
+                        ),
+                        email: None,
+                    },
+                    content_id: flagged.target_id,
+                }
+            }
+            FraudHoldPlaced::TYPE => {
+                let hold: FraudHoldPlaced = payload(event)?;
+                if hold.target_kind != HoldTarget::Order {
+                    return Ok(None);
+                }
+                Plan::NotifyCustomer {
+                    note: Note {
+                        user_id: String::new(),
+                        category: "fraud",
+                        title: format!("Your order {} is on hold", hold.target_id),
+                        body: "We are checking it for your safety; it will not be charged or shipped until the check is done.".to_owned(),
+                        email: None,
+                    },
+                    order_id: hold.target_id,
+                }
+            }
             _ => return Ok(None),
         }))
     }
@@ -554,6 +621,39 @@ impl Reaction for Notifier {
                 .await
                 .map_err(&failed)?;
                 return Ok(false);
+            }
+            Plan::RememberContent {
+                content_id,
+                author_id,
+            } => {
+                tx.execute(
+                    "INSERT INTO notification_content (content_id, author_id) VALUES ($1, $2)
+                     ON CONFLICT (content_id) DO NOTHING",
+                    params![content_id.as_str(), author_id.as_str()],
+                )
+                .await
+                .map_err(&failed)?;
+                return Ok(false);
+            }
+            Plan::NotifyAuthor {
+                content_id,
+                mut note,
+            } => {
+                let row = tx
+                    .query_opt(
+                        "SELECT author_id FROM notification_content WHERE content_id = $1",
+                        params![content_id.as_str()],
+                    )
+                    .await
+                    .map_err(&failed)?;
+                let Some(row) = row else {
+                    return Err(HandlerError::transient(format!(
+                        "{} {} about content {content_id}: the notifications service has not seen it posted, so it cannot tell whom to notify yet",
+                        cause.ty, cause.id
+                    )));
+                };
+                note.user_id = row.get("author_id").map_err(&failed)?;
+                vec![note]
             }
             Plan::NotifyCustomer { order_id, mut note } => {
                 let row = tx

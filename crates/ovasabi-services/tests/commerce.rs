@@ -194,6 +194,11 @@ async fn happy_path(platform: &Platform, provider: &TestProvider) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(stored["payment_attempts"], json!([]));
     stored.as_object_mut().unwrap().remove("payment_attempts");
+    // GET adds the fraud hold (none on a new order).
+    assert_eq!(
+        stored.as_object_mut().unwrap().remove("hold"),
+        Some(Value::Null)
+    );
     assert_eq!(stored, order);
 
     let (status, again, headers) = platform.post("/v1/orders", &body, Some("place-1")).await;

@@ -51,6 +51,7 @@ fn service_options(
 ) -> ServiceOptions {
     ServiceOptions {
         notifications_dir,
+        moderation_rules: args.moderation_rules.clone(),
         audit_topics: args
             .audit_topics
             .iter()
