@@ -140,6 +140,10 @@ pub(crate) struct RunArgs {
     /// without it
     #[arg(long, env = "OVASABI_MODERATION_RULES")]
     pub(crate) moderation_rules: Option<std::path::PathBuf>,
+    /// How long an order may wait for its payment before commerce cancels it (`30m`,
+    /// `90s`…; `off`: never)
+    #[arg(long, default_value = "30m")]
+    pub(crate) payment_timeout: String,
 }
 
 #[derive(Debug, Args)]

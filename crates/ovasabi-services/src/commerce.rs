@@ -113,9 +113,10 @@ use serde_json::{json, Value};
 
 use crate::http::{Answer, Api, ApiError, RequestMeta, Tx};
 use crate::reactor::{Reaction, Reactor};
-use crate::runtime::{ConsumerSpec, Context, Service, ServiceError};
+use crate::runtime::{ConsumerSpec, Context, Service, ServiceError, Task};
 use crate::users::{check_url, paging};
 use crate::wallet::{payload, store_failure};
+use tokio_util::sync::CancellationToken;
 
 /// Where this service's events come from.
 pub const SOURCE: &str = "/ovasabi/commerce";
@@ -189,6 +190,28 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
             reason TEXT NOT NULL,
             state TEXT NOT NULL,
             updated_at TIMESTAMPTZ NOT NULL
+        );",
+        ),
+        Migration::per_backend(
+            3,
+            "order_history",
+            "CREATE TABLE order_history (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            order_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL,
+            detail TEXT,
+            UNIQUE (order_id, event_id)
+        );",
+            "CREATE TABLE order_history (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            order_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL,
+            detail TEXT,
+            UNIQUE (order_id, event_id)
         );",
         ),
     ],
@@ -352,9 +375,13 @@ impl PaymentProvider for FakeProvider {
 #[derive(Clone)]
 pub struct CommerceService {
     provider: Arc<dyn PaymentProvider>,
+    payment_timeout: Option<Duration>,
 }
 
 impl CommerceService {
+    /// How long an order may wait for its payment before it is cancelled, by default.
+    pub const DEFAULT_PAYMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
     /// The service with the default payment provider ([`FakeProvider`]).
     pub fn default_provider() -> CommerceService {
         CommerceService::with_provider(Arc::new(FakeProvider))
@@ -362,7 +389,16 @@ impl CommerceService {
 
     /// The service charging through `provider`.
     pub fn with_provider(provider: Arc<dyn PaymentProvider>) -> CommerceService {
-        CommerceService { provider }
+        CommerceService {
+            provider,
+            payment_timeout: Some(Self::DEFAULT_PAYMENT_TIMEOUT),
+        }
+    }
+
+    /// Cancels orders still unpaid this long after they were placed (`None`: never).
+    pub fn payment_timeout(mut self, timeout: Option<Duration>) -> CommerceService {
+        self.payment_timeout = timeout;
+        self
     }
 }
 
@@ -416,6 +452,13 @@ impl Service for CommerceService {
                 Holds,
             )),
         }])
+    }
+
+    fn tasks(&self, ctx: &Context, stop: CancellationToken) -> Vec<Task> {
+        match self.payment_timeout {
+            Some(timeout) => vec![Box::pin(cancel_unpaid(ctx.api.clone(), timeout, stop))],
+            None => Vec::new(),
+        }
     }
 
     fn routes(&self, ctx: &Context) -> Option<Router> {
@@ -788,6 +831,132 @@ impl Order {
     }
 }
 
+/// Cancels orders left unpaid for `timeout`, looking every tenth of it (between 100 ms and
+/// 10 s), until `stop`.
+async fn cancel_unpaid(api: Api, timeout: Duration, stop: CancellationToken) {
+    let every = (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = cancel_unpaid_pass(&api, timeout).await {
+            tracing::warn!(
+                "commerce: cancelling unpaid orders: {}; trying again",
+                e.message
+            );
+        }
+    }
+}
+
+/// One pass of [`cancel_unpaid`]: each order in its own transaction, publishing
+/// `order.cancelled` (by `system`, reason `not paid within …`).
+async fn cancel_unpaid_pass(api: &Api, timeout: Duration) -> Result<usize, ApiError> {
+    let cutoff = now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+    let ids: Vec<String> = api
+        .store
+        .query(
+            "SELECT id FROM orders WHERE status = $1 AND placed_at < $2 ORDER BY placed_at LIMIT 100",
+            params![enum_text(&Status::Placed), cutoff],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get("id"))
+        .collect::<Result<_, _>>()?;
+    let mut cancelled = 0;
+    for id in ids {
+        let meta = RequestMeta {
+            correlation_id: id.clone(),
+            traceparent: ovasabi_middleware::TraceParent::new_root(),
+            idempotency_key: None,
+        };
+        let reason = format!("not paid within {}", humantime_minutes(timeout));
+        let scope = format!("payment timeout {id}");
+        let outcome = api
+            .transact(&meta, &scope, &json!({}), move |tx| {
+                Box::pin(async move {
+                    let now = now();
+                    let order = lock_order(tx.db(), &id).await?;
+                    // Paid meanwhile, or a payment in flight: leave it.
+                    if order.status != Status::Placed || order.pending_attempt_id.is_some() {
+                        return Ok((StatusCode::OK, Value::Null));
+                    }
+                    let event = OrderCancelled {
+                        order_id: id.clone(),
+                        cancelled_by: CancelledBy::System,
+                        reason: Some(reason),
+                        refund_due: None,
+                        cancelled_at: now,
+                    };
+                    let cancellation = json!({
+                        "cancelled_by": event.cancelled_by, "reason": event.reason,
+                        "refund_due": null, "cancelled_at": now,
+                    });
+                    tx.db()
+                        .execute(
+                            "UPDATE orders SET status = $2, cancellation = $3, updated_at = $4 WHERE id = $1",
+                            params![id.as_str(), enum_text(&Status::Cancelled), cancellation, now],
+                        )
+                        .await?;
+                    publish_recorded(tx, &event, SOURCE).await?;
+                    Ok((StatusCode::OK, json!({"cancelled": id})))
+                })
+            })
+            .await;
+        match outcome {
+            Ok(_) => cancelled += 1,
+            Err(e) => tracing::warn!("commerce: cancelling an unpaid order: {}", e.message),
+        }
+    }
+    Ok(cancelled)
+}
+
+/// `30m`, `90s`: a timeout for people.
+fn humantime_minutes(d: Duration) -> String {
+    if d.as_secs() >= 60 && d.as_secs().is_multiple_of(60) {
+        format!("{} min", d.as_secs() / 60)
+    } else {
+        format!("{:?}", d)
+    }
+}
+
+/// Publishes an order's event (through the request's outbox) and adds it to the order's
+/// history, in the request's transaction.
+async fn publish_recorded<E: ovasabi_events::DomainEvent>(
+    tx: &mut Tx<'_>,
+    payload: &E,
+    source: &str,
+) -> Result<ovasabi_core::Event, ApiError> {
+    let event = tx.publish(payload, source).await?;
+    record_history(tx.db(), &event, None).await?;
+    Ok(event)
+}
+
+/// Adds `event` (about the order that is its subject) to the order's history; a second
+/// time changes nothing.
+async fn record_history(
+    db: &mut Transaction,
+    event: &ovasabi_core::Event,
+    detail: Option<&str>,
+) -> Result<(), ovasabi_store::StoreError> {
+    let Some(order_id) = event.subject.as_deref() else {
+        return Ok(());
+    };
+    db.execute(
+        "INSERT INTO order_history (order_id, event_type, event_id, at, detail)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, event_id) DO NOTHING",
+        params![
+            order_id,
+            event.ty.as_str(),
+            event.id.as_str(),
+            event.time.unwrap_or_else(Utc::now),
+            detail
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Keeps fraud holds on orders up to date from `moderation.events`.
 struct Holds;
 
@@ -824,7 +993,7 @@ impl Reaction for Holds {
     async fn apply(
         &self,
         tx: &mut Transaction,
-        _msg: &Message,
+        msg: &Message,
         (order_id, hold_id, reason, state): Self::Plan,
     ) -> Result<bool, HandlerError> {
         tx.execute(
@@ -836,6 +1005,11 @@ impl Reaction for Holds {
         )
         .await
         .map_err(store_failure("commerce"))?;
+        let mut event = msg.event().clone();
+        event.subject = Some(order_id);
+        record_history(tx, &event, Some(&reason))
+            .await
+            .map_err(store_failure("commerce"))?;
         Ok(false)
     }
 }
@@ -1350,7 +1524,8 @@ async fn write_outcome(
                     ],
                 )
                 .await?;
-            tx.publish(
+            publish_recorded(
+                tx,
                 &PaymentCompleted {
                     payment_id: attempt.id.clone(),
                     order_id: order.id.clone(),
@@ -1384,7 +1559,8 @@ async fn write_outcome(
                     ],
                 )
                 .await?;
-            tx.publish(
+            publish_recorded(
+                tx,
                 &PaymentFailed {
                     payment_id: attempt.id.clone(),
                     order_id: order.id.clone(),
@@ -1433,7 +1609,8 @@ async fn write_outcome(
                     ],
                 )
                 .await?;
-            tx.publish(
+            publish_recorded(
+                tx,
                 &PaymentRefunded {
                     refund_id: attempt.id.clone(),
                     payment_id: order.payment_field("payment_id").unwrap_or_default(),
@@ -1801,7 +1978,8 @@ async fn place(
                         ],
                     )
                     .await?;
-                tx.publish(
+                publish_recorded(
+                    tx,
                     &OrderPlaced {
                         order_id: id.clone(),
                         customer_id: new.customer_id,
@@ -1852,6 +2030,25 @@ async fn order(State(c): State<Commerce>, Path(id): Path<String>) -> Result<Json
         .map(|row| Attempt::from_row(row).map(|a| a.to_json()))
         .collect::<Result<Vec<_>, _>>()?;
     body["payment_attempts"] = Value::Array(attempts);
+    let history = c
+        .api
+        .store
+        .query(
+            "SELECT event_type, event_id, at, detail FROM order_history WHERE order_id = $1 ORDER BY seq",
+            params![id.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(json!({
+                "event_type": row.get::<String>("event_type")?,
+                "event_id": row.get::<String>("event_id")?,
+                "at": row.get::<DateTime<Utc>>("at")?,
+                "detail": row.get::<Option<String>>("detail")?,
+            }))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    body["history"] = Value::Array(history);
     Ok(Json(body))
 }
 
@@ -1973,7 +2170,7 @@ async fn ship(
                         params![id.as_str(), enum_text(&Status::Shipped), shipment, now],
                     )
                     .await?;
-                tx.publish(&shipped, SOURCE).await?;
+                publish_recorded(tx, &shipped, SOURCE).await?;
                 let order = lock_order(tx.db(), &id).await?;
                 Ok((StatusCode::OK, order.to_json()))
             })
@@ -2028,7 +2225,7 @@ async fn cancel(
                         params![id.as_str(), enum_text(&Status::Cancelled), cancellation, now],
                     )
                     .await?;
-                tx.publish(&cancelled, SOURCE).await?;
+                publish_recorded(tx, &cancelled, SOURCE).await?;
                 let order = lock_order(tx.db(), &id).await?;
                 Ok((StatusCode::OK, order.to_json()))
             })
@@ -2074,7 +2271,7 @@ fn openapi() -> Value {
         json!({"name": "customer_id", "in": "query", "required": false, "schema": {"type": "string"}}),
     ]);
     let money = json!({"$ref": "#/components/schemas/Money"});
-    json!({
+    let mut doc = json!({
         "paths": {
             "/v1/orders": {
                 "post": {
@@ -2198,7 +2395,12 @@ fn openapi() -> Value {
                 "next_cursor": {"type": ["string", "null"]}
             }}
         }
-    })
+    });
+    // Added apart: one json! this deep reaches the macro recursion limit.
+    let order = &mut doc["schemas"]["Order"]["properties"];
+    order["hold"] = json!({"type": ["object", "null"], "description": "Only on GET /v1/orders/{id}: the fraud hold, if any", "properties": {"hold_id": {"type": "string"}, "reason": {"type": "string"}, "state": {"type": "string", "enum": ["held", "released"]}}});
+    order["history"] = json!({"type": "array", "description": "Only on GET /v1/orders/{id}: the order's events, oldest first (placed, payments, holds, shipment, refund, cancellation)", "items": {"type": "object", "properties": {"event_type": {"type": "string"}, "event_id": {"type": "string"}, "at": {"type": "string", "format": "date-time"}, "detail": {"type": ["string", "null"]}}}});
+    doc
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ pub struct ServiceOptions {
     pub notifications_dir: Option<std::path::PathBuf>,
     /// The moderation service's rules file (the built-in rules when `None`).
     pub moderation_rules: Option<std::path::PathBuf>,
+    /// How long commerce waits for an order's payment before cancelling it: `None` for
+    /// [`commerce::CommerceService::DEFAULT_PAYMENT_TIMEOUT`], zero for never.
+    pub payment_timeout: Option<std::time::Duration>,
 }
 
 /// Every service, in the order `ovasabi up` starts them.
@@ -61,7 +64,15 @@ pub fn catalog(options: &ServiceOptions) -> Vec<Arc<dyn Service>> {
     vec![
         Arc::new(users::UsersService),
         Arc::new(content::ContentService),
-        Arc::new(commerce::CommerceService::default_provider()),
+        Arc::new(
+            commerce::CommerceService::default_provider().payment_timeout(
+                match options.payment_timeout {
+                    None => Some(commerce::CommerceService::DEFAULT_PAYMENT_TIMEOUT),
+                    Some(d) if d.is_zero() => None,
+                    Some(d) => Some(d),
+                },
+            ),
+        ),
         Arc::new(wallet::WalletService),
         Arc::new(messaging::MessagingService),
         Arc::new(notifications::NotificationsService::with_outbox_dir(

@@ -19,6 +19,10 @@
 //! no longer reads keeps the rules in force and logs why. One that does not read at start
 //! stops the service with the file's name and the problem.
 //!
+//! An order whose customer the service has not seen registered yet (`user.registered` comes
+//! on another topic, and may be behind) is judged again on its next deliveries, and judged
+//! without the account's age from the third ([`UNKNOWN_CUSTOMER_ATTEMPTS`]).
+//!
 //! Windows (a minute of posts, a minute of orders, an hour of failed payments) are measured
 //! in event time, over the events the service has seen: a rate rule judges what it has seen
 //! when the event arrives. The order rate counts the customer's orders less than a minute
@@ -66,6 +70,9 @@ use crate::wallet::{caused_by, payload, store_failure};
 pub const GROUP: &str = "moderation";
 /// The source of the events it publishes.
 pub const SOURCE: &str = "/ovasabi/moderation";
+/// Deliveries of an order whose customer was not seen registered before it is judged
+/// without the account-age rule.
+pub const UNKNOWN_CUSTOMER_ATTEMPTS: u32 = 3;
 /// Who automated decisions name as their moderator.
 pub const MODERATOR: &str = "ovasabi-rules";
 
@@ -534,6 +541,7 @@ impl Judge {
         &self,
         tx: &mut Transaction,
         cause: &Event,
+        attempt: u32,
         order: OrderPlaced,
     ) -> Result<bool, HandlerError> {
         let failed = store_failure("moderation");
@@ -606,6 +614,14 @@ impl Judge {
             .map(|r| r.get("registered_at"))
             .transpose()
             .map_err(&failed)?;
+        // The customer's registration travels on another topic and may come later: wait for
+        // it over two redeliveries, then judge without the account's age.
+        if registered.is_none() && attempt < UNKNOWN_CUSTOMER_ATTEMPTS {
+            return Err(HandlerError::transient(format!(
+                "order {}: customer {} not seen registered yet; judging it again shortly",
+                order.order_id, order.customer_id
+            )));
+        }
         let verdict: Option<(&str, HoldReason, String)> = if in_minute > f.max_orders_per_minute {
             Some((
                 "max_orders_per_minute",
@@ -713,7 +729,7 @@ impl Reaction for Judge {
         let cause = msg.event();
         match plan {
             Plan::Post(post) => self.post(tx, cause, post).await,
-            Plan::Order(order) => self.order(tx, cause, order).await,
+            Plan::Order(order) => self.order(tx, cause, msg.attempt(), order).await,
             Plan::Failed(payment) => {
                 tx.execute(
                     "INSERT INTO fraud_failures (payment_id, order_id, failed_at) VALUES ($1, $2, $3)

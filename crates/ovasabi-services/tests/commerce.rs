@@ -194,11 +194,14 @@ async fn happy_path(platform: &Platform, provider: &TestProvider) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(stored["payment_attempts"], json!([]));
     stored.as_object_mut().unwrap().remove("payment_attempts");
-    // GET adds the fraud hold (none on a new order).
+    // GET adds the fraud hold (none on a new order) and the order's history.
     assert_eq!(
         stored.as_object_mut().unwrap().remove("hold"),
         Some(Value::Null)
     );
+    let history = stored.as_object_mut().unwrap().remove("history").unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    assert_eq!(history[0]["event_type"], "order.placed");
     assert_eq!(stored, order);
 
     let (status, again, headers) = platform.post("/v1/orders", &body, Some("place-1")).await;

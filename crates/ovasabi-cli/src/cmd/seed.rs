@@ -177,6 +177,9 @@ struct Summary {
     orders_refunded: usize,
     /// Orders cancelled.
     orders_cancelled: usize,
+    /// Orders held by fraud screening before they could be paid or shipped (the seed
+    /// leaves them there).
+    orders_held: usize,
     /// Direct messages.
     messages: usize,
     /// Wallet transfers.
@@ -187,8 +190,13 @@ struct Summary {
 
 impl Summary {
     fn orders_detail(&self) -> String {
+        let held = if self.orders_held > 0 {
+            format!(", {} held by fraud screening", self.orders_held)
+        } else {
+            String::new()
+        };
         format!(
-            "{} paid, {} declined, {} shipped, {} refunded, {} cancelled",
+            "{} paid, {} declined, {} shipped, {} refunded, {} cancelled{held}",
             self.payments_completed,
             self.payments_declined,
             self.orders_shipped,
@@ -564,6 +572,11 @@ fn service_of(request: &str) -> &'static str {
     }
 }
 
+/// Whether the API answered that fraud screening holds the order.
+fn held(reply: &Reply) -> bool {
+    reply.body["error"]["code"] == "order_held"
+}
+
 fn refused(method: &Method, path: &str, what: &str, reply: &Reply) -> SeedError {
     SeedError::Refused {
         request: format!("{method} {path}"),
@@ -864,15 +877,28 @@ impl Seeder {
                     self.summary.payments_declined += 1;
                     continue;
                 }
+                // The fraud rules held it (the moderation service): it stays there.
+                StatusCode::CONFLICT if held(&reply) => {
+                    self.summary.orders_held += 1;
+                    continue;
+                }
                 _ => return Err(refused(&Method::POST, &path, &what, &reply)),
             }
             if matches!(plan.fate, Fate::Shipped | Fate::ShippedThenRefunded) {
                 let path = format!("/v1/orders/{id}/ship");
                 let body = shipment(person, i);
-                self.client
-                    .write(Method::POST, &path, &what, &body, StatusCode::OK)
+                let reply = self
+                    .client
+                    .call(Method::POST, &path, &what, Some(&body))
                     .await?;
-                self.summary.orders_shipped += 1;
+                match reply.status {
+                    StatusCode::OK => self.summary.orders_shipped += 1,
+                    StatusCode::CONFLICT if held(&reply) => {
+                        self.summary.orders_held += 1;
+                        continue;
+                    }
+                    _ => return Err(refused(&Method::POST, &path, &what, &reply)),
+                }
             }
             if plan.fate == Fate::ShippedThenRefunded {
                 let path = format!("/v1/orders/{id}/refund");

@@ -23,7 +23,7 @@ pub(crate) async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
 /// `ovasabi serve`: the services named.
 pub(crate) async fn serve(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     if args.list {
-        let catalog = ovasabi_services::catalog(&service_options(&args.run, None));
+        let catalog = ovasabi_services::catalog(&service_options(&args.run, None)?);
         for service in &catalog {
             outln!("{:<10} {}", service.name(), service.about());
         }
@@ -48,17 +48,26 @@ fn http_addr(text: &str) -> Result<Option<std::net::SocketAddr>, Failure> {
 fn service_options(
     args: &RunArgs,
     notifications_dir: Option<std::path::PathBuf>,
-) -> ServiceOptions {
-    ServiceOptions {
+) -> Result<ServiceOptions, Failure> {
+    let payment_timeout = if args.payment_timeout.trim() == "off" {
+        Some(Duration::ZERO)
+    } else {
+        Some(
+            parse_duration("--payment-timeout", args.payment_timeout.trim())?
+                .unwrap_or(Duration::ZERO),
+        )
+    };
+    Ok(ServiceOptions {
         notifications_dir,
         moderation_rules: args.moderation_rules.clone(),
+        payment_timeout,
         audit_topics: args
             .audit_topics
             .iter()
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
             .collect(),
-    }
+    })
 }
 
 fn settings(args: &RunArgs) -> Result<Settings, Failure> {
@@ -138,7 +147,7 @@ async fn run(
     http: &str,
     demo: bool,
 ) -> Result<(), Failure> {
-    let catalog = ovasabi_services::catalog(&service_options(&args, Some(data_dir(global))));
+    let catalog = ovasabi_services::catalog(&service_options(&args, Some(data_dir(global)))?);
     let services = ovasabi_services::select(&catalog, names).map_err(service_failure)?;
     let mut settings = settings(&args)?;
     settings.http = http_addr(http)?;
