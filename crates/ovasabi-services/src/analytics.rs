@@ -151,16 +151,13 @@ impl Service for AnalyticsService {
 
     fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError> {
         let topics = topics();
-        let options = ctx
-            .subscribe_options(GROUP, &topics, Ordering::None)
-            .map_err(|e| ServiceError::Config {
-                service: "analytics",
-                reason: format!("subscribing to {}: {e}", topics.join(", ")),
-            })?;
-        Ok(vec![ConsumerSpec {
-            options,
-            handler: Arc::new(reactor(ctx.store.clone(), self.committed.clone())),
-        }])
+        Ok(vec![ctx.consumer(
+            "analytics",
+            GROUP,
+            &topics,
+            Ordering::None,
+            Arc::new(reactor(ctx.store.clone(), self.committed.clone())),
+        )?])
     }
 
     fn routes(&self, ctx: &Context) -> Option<Router> {

@@ -436,22 +436,19 @@ impl Service for CommerceService {
 
     fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError> {
         let topics = vec![FraudHoldPlaced::TOPIC.to_owned()];
-        let options = ctx
-            .subscribe_options(GROUP, &topics, ovasabi_core::Ordering::PerKey)
-            .map_err(|e| ServiceError::Config {
-                service: "commerce",
-                reason: format!("subscribing to {}: {e}", topics.join(", ")),
-            })?;
         // A hold's latest word (placed, released) is the one that counts.
-        Ok(vec![ConsumerSpec {
-            options,
-            handler: Arc::new(Reactor::new(
+        Ok(vec![ctx.consumer(
+            "commerce",
+            GROUP,
+            &topics,
+            ovasabi_core::Ordering::PerKey,
+            Arc::new(Reactor::new(
                 GROUP,
                 InboxOrder::LastWriteWins,
                 ctx.store.clone(),
                 Holds,
             )),
-        }])
+        )?])
     }
 
     fn tasks(&self, ctx: &Context, stop: CancellationToken) -> Vec<Task> {

@@ -163,22 +163,19 @@ impl Service for ContentService {
 
     fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError> {
         let topics = vec![ContentFlagged::TOPIC.to_owned()];
-        let options = ctx
-            .subscribe_options(GROUP, &topics, Ordering::PerKey)
-            .map_err(|e| ServiceError::Config {
-                service: "content",
-                reason: format!("subscribing to {}: {e}", topics.join(", ")),
-            })?;
         // The latest decision about a piece of content is the one that counts.
-        Ok(vec![ConsumerSpec {
-            options,
-            handler: Arc::new(Reactor::new(
+        Ok(vec![ctx.consumer(
+            "content",
+            GROUP,
+            &topics,
+            Ordering::PerKey,
+            Arc::new(Reactor::new(
                 GROUP,
                 InboxOrder::LastWriteWins,
                 ctx.store.clone(),
                 Moderated,
             )),
-        }])
+        )?])
     }
 
     fn routes(&self, ctx: &Context) -> Option<Router> {

@@ -110,21 +110,18 @@ impl Service for MessagingService {
 
     fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError> {
         let topics = vec![UserRegistered::TOPIC.to_owned()];
-        let options = ctx
-            .subscribe_options(GROUP, &topics, Ordering::PerKey)
-            .map_err(|e| ServiceError::Config {
-                service: "messaging",
-                reason: format!("subscribing to {}: {e}", topics.join(", ")),
-            })?;
-        Ok(vec![ConsumerSpec {
-            options,
-            handler: Arc::new(Reactor::new(
+        Ok(vec![ctx.consumer(
+            "messaging",
+            GROUP,
+            &topics,
+            Ordering::PerKey,
+            Arc::new(Reactor::new(
                 GROUP,
                 Order::Unordered,
                 ctx.store.clone(),
                 UsersProjection,
             )),
-        }])
+        )?])
     }
 
     fn routes(&self, ctx: &Context) -> Option<Router> {

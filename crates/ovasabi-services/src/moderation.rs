@@ -297,15 +297,12 @@ impl Service for ModerationService {
             OrderPlaced::TOPIC.to_owned(),
             UserRegistered::TOPIC.to_owned(),
         ];
-        let options = ctx
-            .subscribe_options(GROUP, &topics, Ordering::PerKey)
-            .map_err(|e| ServiceError::Config {
-                service: "moderation",
-                reason: format!("subscribing to {}: {e}", topics.join(", ")),
-            })?;
-        Ok(vec![ConsumerSpec {
-            options,
-            handler: Arc::new(
+        Ok(vec![ctx.consumer(
+            "moderation",
+            GROUP,
+            &topics,
+            Ordering::PerKey,
+            Arc::new(
                 Reactor::new(
                     GROUP,
                     Order::Unordered,
@@ -316,7 +313,7 @@ impl Service for ModerationService {
                 )
                 .with_relay(ctx.api.relay.clone()),
             ),
-        }])
+        )?])
     }
 
     fn routes(&self, ctx: &Context) -> Option<Router> {

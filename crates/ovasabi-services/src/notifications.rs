@@ -370,17 +370,12 @@ impl Service for NotificationsService {
             ContentPosted::TOPIC.to_owned(),
             ContentFlagged::TOPIC.to_owned(),
         ];
-        let mut topics_unique = topics.clone();
-        topics_unique.dedup();
-        let options = ctx
-            .subscribe_options(GROUP, &topics_unique, Ordering::PerKey)
-            .map_err(|e| ServiceError::Config {
-                service: "notifications",
-                reason: format!("subscribing to {}: {e}", topics_unique.join(", ")),
-            })?;
-        Ok(vec![ConsumerSpec {
-            options,
-            handler: Arc::new(Reactor::new(
+        Ok(vec![ctx.consumer(
+            "notifications",
+            GROUP,
+            &topics,
+            Ordering::PerKey,
+            Arc::new(Reactor::new(
                 GROUP,
                 Order::Unordered,
                 ctx.store.clone(),
@@ -388,7 +383,7 @@ impl Service for NotificationsService {
                     hub: self.hub.clone(),
                 },
             )),
-        }])
+        )?])
     }
 
     fn routes(&self, ctx: &Context) -> Option<Router> {

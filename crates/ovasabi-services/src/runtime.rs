@@ -107,6 +107,28 @@ impl Context {
     }
 }
 
+impl Context {
+    /// The consumer of `service`'s group `group` on `topics`, with the process's settings
+    /// ([`Context::subscribe_options`]) and `handler`; a bad topic is a configuration error
+    /// naming the service.
+    pub fn consumer(
+        &self,
+        service: &'static str,
+        group: &str,
+        topics: &[String],
+        ordering: Ordering,
+        handler: Arc<dyn Handler>,
+    ) -> Result<ConsumerSpec, ServiceError> {
+        let options = self
+            .subscribe_options(group, topics, ordering)
+            .map_err(|e| ServiceError::Config {
+                service,
+                reason: format!("subscribing to {}: {e}", topics.join(", ")),
+            })?;
+        Ok(ConsumerSpec { options, handler })
+    }
+}
+
 /// One consumer a service runs: a group's subscription and the handler of its events.
 pub struct ConsumerSpec {
     /// The subscription (its group and topics).

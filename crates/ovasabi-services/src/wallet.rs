@@ -147,21 +147,18 @@ impl Service for WalletService {
 
     fn consumers(&self, ctx: &Context) -> Result<Vec<ConsumerSpec>, ServiceError> {
         let topics: Vec<String> = TOPICS.iter().map(|t| (*t).to_owned()).collect();
-        let options = ctx
-            .subscribe_options(GROUP, &topics, Ordering::PerKey)
-            .map_err(|e| ServiceError::Config {
-                service: "wallet",
-                reason: format!("subscribing to {}: {e}", topics.join(", ")),
-            })?;
-        Ok(vec![ConsumerSpec {
-            options,
-            // Each credit stands alone (keyed by its cause): duplicates are skipped by id, order
-            // does not matter.
-            handler: Arc::new(
+        // Each credit stands alone (keyed by its cause): duplicates are skipped by id, order
+        // does not matter.
+        Ok(vec![ctx.consumer(
+            "wallet",
+            GROUP,
+            &topics,
+            Ordering::PerKey,
+            Arc::new(
                 Reactor::new(GROUP, Order::Unordered, ctx.store.clone(), Rewards)
                     .with_relay(ctx.api.relay.clone()),
             ),
-        }])
+        )?])
     }
 
     fn routes(&self, ctx: &Context) -> Option<Router> {

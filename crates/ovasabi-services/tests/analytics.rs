@@ -17,12 +17,6 @@ use common::{start, Db, Running};
 
 on_both!(counters_follow_the_traffic_live_and_a_replay_reaches_the_same_numbers);
 
-async fn post(p: &Running, path: &str, body: Value) -> Value {
-    let (status, answer, _) = p.post(path, &body, None).await;
-    assert!(status.is_success(), "{path}: {status} {answer}");
-    answer
-}
-
 /// The analytics once `ready` holds, within 15 s.
 async fn analytics_when(p: &Running, ready: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -57,36 +51,34 @@ async fn counters_follow_the_traffic_live_and_a_replay_reaches_the_same_numbers(
         .unwrap();
     assert_eq!(stream.status(), StatusCode::OK);
 
-    let ada = post(
-        &p,
-        "/v1/users",
-        json!({"email": "ada@example.com", "display_name": "Ada"}),
-    )
-    .await;
+    let ada = p
+        .post_ok(
+            "/v1/users",
+            json!({"email": "ada@example.com", "display_name": "Ada"}),
+        )
+        .await;
     let ada = ada["id"].as_str().unwrap().to_owned();
-    let bo = post(
-        &p,
-        "/v1/users",
-        json!({"email": "bo@example.com", "display_name": "Bo"}),
-    )
-    .await;
+    let bo = p
+        .post_ok(
+            "/v1/users",
+            json!({"email": "bo@example.com", "display_name": "Bo"}),
+        )
+        .await;
     let bo = bo["id"].as_str().unwrap().to_owned();
-    let posted = post(
-        &p,
-        "/v1/content",
-        json!({"author_id": ada, "kind": "post", "body": "Notes on the Analytical Engine"}),
-    )
-    .await;
+    let posted = p
+        .post_ok(
+            "/v1/content",
+            json!({"author_id": ada, "kind": "post", "body": "Notes on the Analytical Engine"}),
+        )
+        .await;
     let content_id = posted["id"].as_str().unwrap().to_owned();
-    post(
-        &p,
+    p.post_ok(
         &format!("/v1/content/{content_id}/comments"),
         json!({"author_id": bo, "body": "It weaves algebraic patterns!"}),
     )
     .await;
     for (user, kind) in [(&bo, "love"), (&ada, "like")] {
-        post(
-            &p,
+        p.post_ok(
             &format!("/v1/content/{content_id}/reactions"),
             json!({"user_id": user, "kind": kind}),
         )
@@ -99,14 +91,13 @@ async fn counters_follow_the_traffic_live_and_a_replay_reaches_the_same_numbers(
             "shipping_address": {"recipient": "Ada", "line1": "1 Main St", "city": "London", "postal_code": "N1", "country": "GB"},
         })
     };
-    let paid = post(&p, "/v1/orders", order(2500)).await;
-    post(
-        &p,
+    let paid = p.post_ok("/v1/orders", order(2500)).await;
+    p.post_ok(
         &format!("/v1/orders/{}/pay", paid["id"].as_str().unwrap()),
         json!({"method": "card"}),
     )
     .await;
-    let declined = post(&p, "/v1/orders", order(1013)).await;
+    let declined = p.post_ok("/v1/orders", order(1013)).await;
     let (status, _, _) = p
         .post(
             &format!("/v1/orders/{}/pay", declined["id"].as_str().unwrap()),
@@ -115,8 +106,7 @@ async fn counters_follow_the_traffic_live_and_a_replay_reaches_the_same_numbers(
         )
         .await;
     assert!(!status.is_success());
-    post(
-        &p,
+    p.post_ok(
         "/v1/messages",
         json!({"from_user_id": bo, "to_user_id": ada, "body": "Lovely notes."}),
     )

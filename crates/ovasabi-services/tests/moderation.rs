@@ -13,33 +13,11 @@ use ovasabi_services::moderation::ModerationService;
 use ovasabi_services::notifications::NotificationsService;
 use ovasabi_services::{commerce, content, users, Service};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use common::{start, Db, Running};
+use common::{start, Db};
 
 on_both!(rules_flag_posts_and_hold_orders_and_reload_from_their_file);
-
-async fn post(p: &Running, path: &str, body: Value) -> Value {
-    let (status, answer, _) = p.post(path, &body, None).await;
-    assert!(status.is_success(), "{path}: {status} {answer}");
-    answer
-}
-
-/// `GET path` once `ready` holds for (status, body), within 15 s.
-async fn get_when(p: &Running, path: &str, ready: impl Fn(StatusCode, &Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, body) = p.get(path).await;
-        if ready(status, &body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path}: never ready: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn rules(blocked: &str) -> String {
     json!({
@@ -63,28 +41,28 @@ async fn rules_flag_posts_and_hold_orders_and_reload_from_their_file(db: Db) {
     let Some(p) = start(services, db, "moderation_rules").await else {
         return;
     };
-    let ada = post(
-        &p,
-        "/v1/users",
-        json!({"email": "ada@example.com", "display_name": "Ada"}),
-    )
-    .await;
+    let ada = p
+        .post_ok(
+            "/v1/users",
+            json!({"email": "ada@example.com", "display_name": "Ada"}),
+        )
+        .await;
     let ada = ada["id"].as_str().unwrap().to_owned();
 
     // A clean post is approved and stays visible.
-    let clean = post(
-        &p,
-        "/v1/content",
-        json!({"author_id": ada, "kind": "post", "body": "Notes on the engine"}),
-    )
-    .await;
+    let clean = p
+        .post_ok(
+            "/v1/content",
+            json!({"author_id": ada, "kind": "post", "body": "Notes on the engine"}),
+        )
+        .await;
     let clean = clean["id"].as_str().unwrap().to_owned();
-    let decided = get_when(
-        &p,
-        &format!("/v1/moderation/decisions?target_id={clean}"),
-        |_, b| b["items"].as_array().is_some_and(|i| !i.is_empty()),
-    )
-    .await;
+    let decided = p
+        .get_when(
+            &format!("/v1/moderation/decisions?target_id={clean}"),
+            |_, b| b["items"].as_array().is_some_and(|i| !i.is_empty()),
+        )
+        .await;
     assert_eq!(decided["items"][0]["decision"], "approved", "{decided}");
     assert_eq!(decided["items"][0]["rule"], "none");
     assert_eq!(
@@ -93,17 +71,18 @@ async fn rules_flag_posts_and_hold_orders_and_reload_from_their_file(db: Db) {
     );
 
     // A blocked term: flagged, hidden, the author told; the decision names the rule.
-    let bad = post(
-        &p,
-        "/v1/content",
-        json!({"author_id": ada, "kind": "post", "body": "Some FORBIDDEN-WORD here"}),
-    )
-    .await;
+    let bad = p
+        .post_ok(
+            "/v1/content",
+            json!({"author_id": ada, "kind": "post", "body": "Some FORBIDDEN-WORD here"}),
+        )
+        .await;
     let bad = bad["id"].as_str().unwrap().to_owned();
-    let hidden = get_when(&p, &format!("/v1/content/{bad}"), |s, _| {
-        s == StatusCode::NOT_FOUND
-    })
-    .await;
+    let hidden = p
+        .get_when(&format!("/v1/content/{bad}"), |s, _| {
+            s == StatusCode::NOT_FOUND
+        })
+        .await;
     assert_eq!(hidden["error"]["code"], "content_hidden", "{hidden}");
     assert!(
         hidden["error"]["message"]
@@ -129,12 +108,13 @@ async fn rules_flag_posts_and_hold_orders_and_reload_from_their_file(db: Db) {
         .as_str()
         .unwrap()
         .contains("forbidden-word"));
-    let told = get_when(&p, &format!("/v1/notifications?user_id={ada}"), |_, b| {
-        b["items"]
-            .as_array()
-            .is_some_and(|i| i.iter().any(|n| n["category"] == "moderation"))
-    })
-    .await;
+    let told = p
+        .get_when(&format!("/v1/notifications?user_id={ada}"), |_, b| {
+            b["items"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|n| n["category"] == "moderation"))
+        })
+        .await;
     let note = told["items"]
         .as_array()
         .unwrap()
@@ -144,9 +124,9 @@ async fn rules_flag_posts_and_hold_orders_and_reload_from_their_file(db: Db) {
     assert_eq!(note["title"], "Your post was hidden");
 
     // Link spam.
-    let spam = post(&p, "/v1/content", json!({"author_id": ada, "kind": "post", "body": "https://a.example https://b.example https://c.example"})).await;
+    let spam = p.post_ok("/v1/content", json!({"author_id": ada, "kind": "post", "body": "https://a.example https://b.example https://c.example"})).await;
     let spam = spam["id"].as_str().unwrap().to_owned();
-    get_when(&p, &format!("/v1/content/{spam}"), |s, _| {
+    p.get_when(&format!("/v1/content/{spam}"), |s, _| {
         s == StatusCode::NOT_FOUND
     })
     .await;
@@ -159,26 +139,25 @@ async fn rules_flag_posts_and_hold_orders_and_reload_from_their_file(db: Db) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     std::fs::write(&rules_file, rules("newly-banned")).unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let newly = post(
-        &p,
-        "/v1/content",
-        json!({"author_id": ada, "kind": "post", "body": "newly-banned words"}),
-    )
-    .await;
+    let newly = p
+        .post_ok(
+            "/v1/content",
+            json!({"author_id": ada, "kind": "post", "body": "newly-banned words"}),
+        )
+        .await;
     let newly = newly["id"].as_str().unwrap().to_owned();
-    get_when(&p, &format!("/v1/content/{newly}"), |s, _| {
+    p.get_when(&format!("/v1/content/{newly}"), |s, _| {
         s == StatusCode::NOT_FOUND
     })
     .await;
-    let old = post(
-        &p,
-        "/v1/content",
-        json!({"author_id": ada, "kind": "post", "body": "forbidden-word is fine now"}),
-    )
-    .await;
+    let old = p
+        .post_ok(
+            "/v1/content",
+            json!({"author_id": ada, "kind": "post", "body": "forbidden-word is fine now"}),
+        )
+        .await;
     let old = old["id"].as_str().unwrap().to_owned();
-    get_when(
-        &p,
+    p.get_when(
         &format!("/v1/moderation/decisions?target_id={old}"),
         |_, b| b["items"][0]["decision"] == "approved",
     )
@@ -193,19 +172,20 @@ async fn rules_flag_posts_and_hold_orders_and_reload_from_their_file(db: Db) {
             "shipping_address": {"recipient": "Bo", "line1": "1 Main St", "city": "London", "postal_code": "N1", "country": "GB"},
         })
     };
-    let bo = post(
-        &p,
-        "/v1/users",
-        json!({"email": "bo@example.com", "display_name": "Bo"}),
-    )
-    .await;
+    let bo = p
+        .post_ok(
+            "/v1/users",
+            json!({"email": "bo@example.com", "display_name": "Bo"}),
+        )
+        .await;
     let bo = bo["id"].as_str().unwrap().to_owned();
-    let large = post(&p, "/v1/orders", order(&bo, 250_000)).await;
+    let large = p.post_ok("/v1/orders", order(&bo, 250_000)).await;
     let large = large["id"].as_str().unwrap().to_owned();
-    let held = get_when(&p, &format!("/v1/orders/{large}"), |_, b| {
-        b["hold"]["state"] == "held"
-    })
-    .await;
+    let held = p
+        .get_when(&format!("/v1/orders/{large}"), |_, b| {
+            b["hold"]["state"] == "held"
+        })
+        .await;
     assert_eq!(held["hold"]["reason"], "account takeover", "{held}");
     let (_, decided) = p
         .get(&format!("/v1/moderation/decisions?target_id={large}"))
@@ -223,7 +203,7 @@ async fn rules_flag_posts_and_hold_orders_and_reload_from_their_file(db: Db) {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert_eq!(refused["error"]["code"], "order_held");
-    get_when(&p, &format!("/v1/notifications?user_id={bo}"), |_, b| {
+    p.get_when(&format!("/v1/notifications?user_id={bo}"), |_, b| {
         b["items"]
             .as_array()
             .is_some_and(|i| i.iter().any(|n| n["category"] == "fraud"))
@@ -234,7 +214,7 @@ async fn rules_flag_posts_and_hold_orders_and_reload_from_their_file(db: Db) {
     // are different subjects, so the consumer may judge them in any order).
     let mut burst = Vec::new();
     for _ in 0..4 {
-        let placed = post(&p, "/v1/orders", order(&ada, 1_000)).await;
+        let placed = p.post_ok("/v1/orders", order(&ada, 1_000)).await;
         burst.push(placed["id"].as_str().unwrap().to_owned());
     }
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -253,7 +233,7 @@ async fn rules_flag_posts_and_hold_orders_and_reload_from_their_file(db: Db) {
     };
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(held[0]["hold"]["reason"], "velocity", "{held:?}");
-    let small = post(&p, "/v1/orders", order(&bo, 2_000)).await;
+    let small = p.post_ok("/v1/orders", order(&bo, 2_000)).await;
     let small = small["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (status, paid, _) = p

@@ -6,35 +6,16 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ovasabi_services::moderation::ModerationService;
 use ovasabi_services::{commerce, users, wallet, Service};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{start, Db, Running};
+use common::{start, Db};
 
 on_both!(orders_are_paid_shipped_rewarded_held_or_cancelled_by_timeout);
-
-async fn post(p: &Running, path: &str, body: Value) -> Value {
-    let (status, answer, _) = p.post(path, &body, None).await;
-    assert!(status.is_success(), "{path}: {status} {answer}");
-    answer
-}
-
-/// `GET path` once `ready` holds, within 15 s.
-async fn get_when(p: &Running, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, body) = p.get(path).await;
-        if ready(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{path}: never ready: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn history(order: &Value) -> Vec<&str> {
     order["history"]
@@ -58,12 +39,12 @@ async fn orders_are_paid_shipped_rewarded_held_or_cancelled_by_timeout(db: Db) {
     let Some(p) = start(services, db, "order_saga").await else {
         return;
     };
-    let ada = post(
-        &p,
-        "/v1/users",
-        json!({"email": "ada@example.com", "display_name": "Ada"}),
-    )
-    .await;
+    let ada = p
+        .post_ok(
+            "/v1/users",
+            json!({"email": "ada@example.com", "display_name": "Ada"}),
+        )
+        .await;
     let ada = ada["id"].as_str().unwrap().to_owned();
     let order = |amount: i64| {
         json!({
@@ -74,16 +55,11 @@ async fn orders_are_paid_shipped_rewarded_held_or_cancelled_by_timeout(db: Db) {
     };
 
     // Paid, shipped, rewarded.
-    let paid = post(&p, "/v1/orders", order(2500)).await;
+    let paid = p.post_ok("/v1/orders", order(2500)).await;
     let paid = paid["id"].as_str().unwrap().to_owned();
-    post(
-        &p,
-        &format!("/v1/orders/{paid}/pay"),
-        json!({"method": "card"}),
-    )
-    .await;
-    post(
-        &p,
+    p.post_ok(&format!("/v1/orders/{paid}/pay"), json!({"method": "card"}))
+        .await;
+    p.post_ok(
         &format!("/v1/orders/{paid}/ship"),
         json!({"carrier": "royal-mail"}),
     )
@@ -96,15 +72,17 @@ async fn orders_are_paid_shipped_rewarded_held_or_cancelled_by_timeout(db: Db) {
         "{shipped}"
     );
     // 100 coins for signing up, 25 for the order.
-    get_when(&p, &format!("/v1/wallets/{ada}"), |w| w["balance"] == 125).await;
+    p.get_when(&format!("/v1/wallets/{ada}"), |_, w| w["balance"] == 125)
+        .await;
 
     // Never paid: cancelled by the platform after the payment timeout.
-    let unpaid = post(&p, "/v1/orders", order(1000)).await;
+    let unpaid = p.post_ok("/v1/orders", order(1000)).await;
     let unpaid = unpaid["id"].as_str().unwrap().to_owned();
-    let cancelled = get_when(&p, &format!("/v1/orders/{unpaid}"), |o| {
-        o["status"] == "cancelled"
-    })
-    .await;
+    let cancelled = p
+        .get_when(&format!("/v1/orders/{unpaid}"), |_, o| {
+            o["status"] == "cancelled"
+        })
+        .await;
     assert_eq!(
         cancelled["cancellation"]["cancelled_by"], "system",
         "{cancelled}"
@@ -124,12 +102,13 @@ async fn orders_are_paid_shipped_rewarded_held_or_cancelled_by_timeout(db: Db) {
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
 
     // A large order from a new account: held (the history says why), then cancelled unpaid.
-    let large = post(&p, "/v1/orders", order(250_000)).await;
+    let large = p.post_ok("/v1/orders", order(250_000)).await;
     let large = large["id"].as_str().unwrap().to_owned();
-    let held = get_when(&p, &format!("/v1/orders/{large}"), |o| {
-        o["hold"]["state"] == "held"
-    })
-    .await;
+    let held = p
+        .get_when(&format!("/v1/orders/{large}"), |_, o| {
+            o["hold"]["state"] == "held"
+        })
+        .await;
     let entry = held["history"]
         .as_array()
         .unwrap()
@@ -138,10 +117,11 @@ async fn orders_are_paid_shipped_rewarded_held_or_cancelled_by_timeout(db: Db) {
         .cloned()
         .unwrap_or_else(|| panic!("{held}"));
     assert_eq!(entry["detail"], "account takeover");
-    let ended = get_when(&p, &format!("/v1/orders/{large}"), |o| {
-        o["status"] == "cancelled"
-    })
-    .await;
+    let ended = p
+        .get_when(&format!("/v1/orders/{large}"), |_, o| {
+            o["status"] == "cancelled"
+        })
+        .await;
     assert_eq!(
         history(&ended),
         ["order.placed", "fraud.hold_placed", "order.cancelled"],

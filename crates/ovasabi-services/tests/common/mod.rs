@@ -134,6 +134,29 @@ impl Platform {
     }
 
     /// GETs `path`; the status and the JSON answer.
+    /// POSTs `body` to `path` (no idempotency key); panics unless the answer is 2xx.
+    pub async fn post_ok(&self, path: &str, body: Value) -> Value {
+        let (status, answer, _) = self.post(path, &body, None).await;
+        assert!(status.is_success(), "{path}: {status} {answer}");
+        answer
+    }
+
+    /// `GET path` once `ready(status, body)` holds; panics after 15 s.
+    pub async fn get_when(&self, path: &str, ready: impl Fn(StatusCode, &Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, body) = self.get(path).await;
+            if ready(status, &body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: never ready: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self
             .client
