@@ -144,6 +144,18 @@ pub(crate) struct RunArgs {
     /// `90s`…; `off`: never)
     #[arg(long, default_value = "30m")]
     pub(crate) payment_timeout: String,
+    /// Send notification emails through this SMTP server (host:port, plain SMTP: a local
+    /// relay); without it they are appended to notifications-email.jsonl in the data
+    /// directory
+    #[arg(long, env = "OVASABI_SMTP")]
+    pub(crate) smtp: Option<String>,
+    /// The sender address of notification emails
+    #[arg(
+        long,
+        env = "OVASABI_SMTP_FROM",
+        default_value = "notifications@ovasabi.local"
+    )]
+    pub(crate) smtp_from: String,
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,9 @@ pub struct ServiceOptions {
     /// How long commerce waits for an order's payment before cancelling it: `None` for
     /// [`commerce::CommerceService::DEFAULT_PAYMENT_TIMEOUT`], zero for never.
     pub payment_timeout: Option<std::time::Duration>,
+    /// The SMTP server (`host:port`) and sender address notifications email through; the
+    /// default file sender when `None`.
+    pub smtp: Option<(String, String)>,
 }
 
 /// Every service, in the order `ovasabi up` starts them.
@@ -75,9 +78,18 @@ pub fn catalog(options: &ServiceOptions) -> Vec<Arc<dyn Service>> {
         ),
         Arc::new(wallet::WalletService),
         Arc::new(messaging::MessagingService),
-        Arc::new(notifications::NotificationsService::with_outbox_dir(
-            options.notifications_dir.clone(),
-        )),
+        Arc::new({
+            let service = notifications::NotificationsService::with_outbox_dir(
+                options.notifications_dir.clone(),
+            );
+            match &options.smtp {
+                Some((server, from)) => service.with_sender(
+                    "email",
+                    Arc::new(notifications::SmtpSender::new(server.clone(), from.clone())),
+                ),
+                None => service,
+            }
+        }),
         Arc::new(moderation::ModerationService::with_rules(
             options.moderation_rules.clone(),
         )),

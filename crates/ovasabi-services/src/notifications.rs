@@ -48,7 +48,8 @@
 //! until the user says otherwise. The default senders append one JSON line per message to
 //! `notifications-<channel>.jsonl` in the directory given to
 //! [`NotificationsService::with_outbox_dir`] (`ovasabi up` uses its data directory), or
-//! log it when there is none. Email needs the user's address, learned from
+//! log it when there is none. [`SmtpSender`] sends email through an SMTP server instead
+//! (`ovasabi up --smtp host:port`). Email needs the user's address, learned from
 //! `user.registered`.
 //!
 //! # Tables
@@ -288,6 +289,129 @@ impl Sender for FileSender {
                 .map_err(|e| format!("the writer stopped: {e}"))?
             }
         }
+    }
+}
+
+/// Sends email through an SMTP server (plain SMTP, no TLS or authentication: a local relay
+/// such as Postfix or a development catcher), one connection per message. Chosen with
+/// `ovasabi up --smtp host:port`.
+#[derive(Clone, Debug)]
+pub struct SmtpSender {
+    server: String,
+    from: String,
+    timeout: std::time::Duration,
+}
+
+impl SmtpSender {
+    /// Sends through `server` (`host:port`) as `from`.
+    pub fn new(server: impl Into<String>, from: impl Into<String>) -> SmtpSender {
+        SmtpSender {
+            server: server.into(),
+            from: from.into(),
+            timeout: std::time::Duration::from_secs(15),
+        }
+    }
+
+    async fn converse(&self, n: &Outgoing, to: &str) -> Result<(), String> {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+        let stream = tokio::net::TcpStream::connect(&self.server)
+            .await
+            .map_err(|e| format!("connecting to the SMTP server {}: {e}", self.server))?;
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        // A reply: lines `NNN-…` then `NNN …`; fails unless its code is `expect`.
+        async fn reply(
+            read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+            expect: &str,
+            after: &str,
+        ) -> Result<(), String> {
+            loop {
+                let mut line = String::new();
+                let n = read
+                    .read_line(&mut line)
+                    .await
+                    .map_err(|e| format!("reading the SMTP reply to {after}: {e}"))?;
+                if n == 0 {
+                    return Err(format!(
+                        "the SMTP server closed the connection after {after}"
+                    ));
+                }
+                if line.len() >= 4 && &line[3..4] == "-" {
+                    continue;
+                }
+                return if line.starts_with(expect) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the SMTP server refused {after}: {}",
+                        line.trim_end()
+                    ))
+                };
+            }
+        }
+        reply(&mut read, "220", "connecting").await?;
+        for (command, expect, what) in [
+            ("EHLO ovasabi\r\n".to_owned(), "250", "EHLO"),
+            (format!("MAIL FROM:<{}>\r\n", self.from), "250", "MAIL FROM"),
+            (format!("RCPT TO:<{to}>\r\n"), "250", "RCPT TO"),
+            ("DATA\r\n".to_owned(), "354", "DATA"),
+        ] {
+            write
+                .write_all(command.as_bytes())
+                .await
+                .map_err(|e| format!("writing {what} to the SMTP server: {e}"))?;
+            reply(&mut read, expect, what).await?;
+        }
+        // Header fields are one line each; the body's lines that start with a dot are
+        // doubled (RFC 5321 transparency).
+        let one_line = |s: &str| s.replace(['\r', '\n'], " ");
+        let body: String = n
+            .body
+            .lines()
+            .map(|l| {
+                if l.starts_with('.') {
+                    format!(".{l}\r\n")
+                } else {
+                    format!("{l}\r\n")
+                }
+            })
+            .collect();
+        let message = format!(
+            "From: {}\r\nTo: {to}\r\nSubject: {}\r\nMessage-ID: <{}@ovasabi>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}.\r\n",
+            self.from,
+            one_line(&n.title),
+            n.id
+        );
+        write
+            .write_all(message.as_bytes())
+            .await
+            .map_err(|e| format!("writing the message to the SMTP server: {e}"))?;
+        reply(&mut read, "250", "the message").await?;
+        let _ = write.write_all(b"QUIT\r\n").await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sender for SmtpSender {
+    async fn send(&self, n: &Outgoing) -> Result<(), String> {
+        let Some(to) = n.email.as_deref() else {
+            return Err(format!(
+                "no email address is known for user {} (it comes with user.registered)",
+                n.user_id
+            ));
+        };
+        if to.contains(['<', '>', '\r', '\n', ' ']) {
+            return Err(format!("`{to}` cannot be used as an SMTP recipient"));
+        }
+        tokio::time::timeout(self.timeout, self.converse(n, to))
+            .await
+            .map_err(|_| {
+                format!(
+                    "the SMTP server {} did not answer within {:?}",
+                    self.server, self.timeout
+                )
+            })?
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt as _, StreamExt as _};
-use ovasabi_services::notifications::NotificationsService;
+use ovasabi_services::notifications::{NotificationsService, SmtpSender};
 use ovasabi_services::{commerce, messaging, users, Service};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -18,6 +18,7 @@ use common::{start, Db, Running};
 on_both!(
     events_notify_users_live_and_in_their_inbox,
     preferences_choose_the_channels_and_refuse_what_cannot_be,
+    email_goes_out_through_an_smtp_server,
 );
 
 async fn platform(db: Db, test: &str, dir: &std::path::Path) -> Option<Running> {
@@ -392,5 +393,90 @@ async fn preferences_choose_the_channels_and_refuse_what_cannot_be(db: Db) {
         email.iter().all(|l| l["notification"]["id"] != message_id),
         "{email:?}"
     );
+    p.stop().await;
+}
+
+/// A minimal SMTP server on a free port: accepts every message and hands each one's
+/// envelope recipient and text over the channel.
+async fn smtp_server() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 test SMTP\r\n").await.unwrap();
+                let mut to = String::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let upper = line.to_uppercase();
+                    let answer: &[u8] = if upper.starts_with("EHLO") {
+                        b"250-test\r\n250 OK\r\n"
+                    } else if upper.starts_with("MAIL FROM:") {
+                        b"250 OK\r\n"
+                    } else if upper.starts_with("RCPT TO:") {
+                        to = line[8..].trim_matches(['<', '>', ' ']).to_owned();
+                        b"250 OK\r\n"
+                    } else if upper == "DATA" {
+                        write.write_all(b"354 go on\r\n").await.unwrap();
+                        let mut text = String::new();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if l == "." {
+                                break;
+                            }
+                            text.push_str(&l);
+                            text.push('\n');
+                        }
+                        let _ = tx.send((to.clone(), text));
+                        b"250 queued\r\n"
+                    } else if upper == "QUIT" {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        b"500 what?\r\n"
+                    };
+                    write.write_all(answer).await.unwrap();
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn email_goes_out_through_an_smtp_server(db: Db) {
+    let (server, mut mails) = smtp_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notifications = NotificationsService::with_outbox_dir(Some(dir.path().to_owned()))
+        .with_sender(
+            "email",
+            Arc::new(SmtpSender::new(server, "noreply@ovasabi.test")),
+        );
+    let services: Vec<Arc<dyn Service>> =
+        vec![Arc::new(users::UsersService), Arc::new(notifications)];
+    let Some(p) = start(services, db, "notifications_smtp").await else {
+        return;
+    };
+    let ada = register(&p, "ada@example.com", "Ada").await;
+    let (to, text) = tokio::time::timeout(Duration::from_secs(15), mails.recv())
+        .await
+        .expect("the welcome email within 15 s")
+        .unwrap();
+    assert_eq!(to, "ada@example.com");
+    assert!(text.contains("From: noreply@ovasabi.test"), "{text}");
+    assert!(text.contains("To: ada@example.com"), "{text}");
+    assert!(text.contains("Subject: Welcome to OVASABI"), "{text}");
+    assert!(text.contains("Hello Ada, your account is ready."), "{text}");
+    // Not written to the email file: the SMTP sender replaced it.
+    assert!(!dir.path().join("notifications-email.jsonl").exists());
+    let _ = ada;
     p.stop().await;
 }

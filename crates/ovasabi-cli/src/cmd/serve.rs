@@ -61,6 +61,12 @@ fn service_options(
         notifications_dir,
         moderation_rules: args.moderation_rules.clone(),
         payment_timeout,
+        smtp: args
+            .smtp
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|server| (server.to_owned(), args.smtp_from.trim().to_owned())),
         audit_topics: args
             .audit_topics
             .iter()
