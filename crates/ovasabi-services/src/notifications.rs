@@ -758,37 +758,27 @@ impl Reaction for Notifier {
                 content_id,
                 mut note,
             } => {
-                let row = tx
-                    .query_opt(
-                        "SELECT author_id FROM notification_content WHERE content_id = $1",
-                        params![content_id.as_str()],
-                    )
-                    .await
-                    .map_err(&failed)?;
-                let Some(row) = row else {
-                    return Err(HandlerError::transient(format!(
-                        "{} {} about content {content_id}: the notifications service has not seen it posted, so it cannot tell whom to notify yet",
+                let sql =
+                    "SELECT author_id AS user_id FROM notification_content WHERE content_id = $1";
+                let missing = || {
+                    format!(
+                        "{} {} about content {content_id}: the notifications service has not seen it posted",
                         cause.ty, cause.id
-                    )));
+                    )
                 };
-                note.user_id = row.get("author_id").map_err(&failed)?;
+                note.user_id = recipient(tx, sql, &content_id, missing).await?;
                 vec![note]
             }
             Plan::NotifyCustomer { order_id, mut note } => {
-                let row = tx
-                    .query_opt(
-                        "SELECT customer_id FROM notification_orders WHERE order_id = $1",
-                        params![order_id.as_str()],
-                    )
-                    .await
-                    .map_err(&failed)?;
-                let Some(row) = row else {
-                    return Err(HandlerError::transient(format!(
-                        "{} {} for order {order_id}: the notifications service has not seen that order placed, so it cannot tell whom to notify yet",
+                let sql =
+                    "SELECT customer_id AS user_id FROM notification_orders WHERE order_id = $1";
+                let missing = || {
+                    format!(
+                        "{} {} for order {order_id}: the notifications service has not seen that order placed",
                         cause.ty, cause.id
-                    )));
+                    )
                 };
-                note.user_id = row.get("customer_id").map_err(&failed)?;
+                note.user_id = recipient(tx, sql, &order_id, missing).await?;
                 vec![note]
             }
         };
@@ -800,6 +790,26 @@ impl Reaction for Notifier {
 
     fn committed(&self, _msg: &Message) {
         self.hub.committed.notify_waiters();
+    }
+}
+
+/// The user a projection (`sql`, selecting `user_id` by `key`) names; a transient error
+/// (`missing()`, then why) when the projection has not seen `key` yet: the event that
+/// teaches it may be redelivered behind this one.
+async fn recipient(
+    tx: &mut Transaction,
+    sql: &str,
+    key: &str,
+    missing: impl FnOnce() -> String,
+) -> Result<String, HandlerError> {
+    let failed = store_failure("notifications");
+    let row = tx.query_opt(sql, params![key]).await.map_err(&failed)?;
+    match row {
+        Some(row) => row.get("user_id").map_err(&failed),
+        None => Err(HandlerError::transient(format!(
+            "{}, so it cannot tell whom to notify yet",
+            missing()
+        ))),
     }
 }
 
@@ -1354,23 +1364,9 @@ fn futures_stream(
             }
         }
     });
-    ReceiverStream { rx }
-}
-
-/// An mpsc receiver as a stream.
-struct ReceiverStream {
-    rx: tokio::sync::mpsc::Receiver<SseEvent>,
-}
-
-impl futures::Stream for ReceiverStream {
-    type Item = Result<SseEvent, Infallible>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|item| item.map(Ok))
-    }
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    })
 }
 
 fn openapi() -> Value {

@@ -13,7 +13,7 @@ use ovasabi_store::Store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{start, Db, Running};
+use common::{order_of, start, Db, Running};
 
 on_both!(counters_follow_the_traffic_live_and_a_replay_reaches_the_same_numbers);
 
@@ -84,13 +84,7 @@ async fn counters_follow_the_traffic_live_and_a_replay_reaches_the_same_numbers(
         )
         .await;
     }
-    let order = |amount: i64| {
-        json!({
-            "customer_id": ada,
-            "items": [{"sku": "SKU-1", "quantity": 1, "unit_price": {"amount_minor": amount, "currency": "USD"}}],
-            "shipping_address": {"recipient": "Ada", "line1": "1 Main St", "city": "London", "postal_code": "N1", "country": "GB"},
-        })
-    };
+    let order = |amount: i64| order_of(&ada, amount);
     let paid = p.post_ok("/v1/orders", order(2500)).await;
     p.post_ok(
         &format!("/v1/orders/{}/pay", paid["id"].as_str().unwrap()),

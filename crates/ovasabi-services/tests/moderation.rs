@@ -15,7 +15,7 @@ use ovasabi_services::{commerce, content, users, Service};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use common::{start, Db};
+use common::{order_of, start, Db};
 
 on_both!(rules_flag_posts_and_hold_orders_and_reload_from_their_file);
 
@@ -165,13 +165,7 @@ async fn rules_flag_posts_and_hold_orders_and_reload_from_their_file(db: Db) {
 
     // Fraud: a new account placing a large order is held; it cannot be paid; the customer
     // is told. A small order goes through.
-    let order = |customer: &str, amount: i64| {
-        json!({
-            "customer_id": customer,
-            "items": [{"sku": "SKU-1", "quantity": 1, "unit_price": {"amount_minor": amount, "currency": "USD"}}],
-            "shipping_address": {"recipient": "Bo", "line1": "1 Main St", "city": "London", "postal_code": "N1", "country": "GB"},
-        })
-    };
+    let order = order_of;
     let bo = p
         .post_ok(
             "/v1/users",

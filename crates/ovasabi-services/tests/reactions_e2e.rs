@@ -17,7 +17,7 @@ use ovasabi_store::{params, Store};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{start, Db};
+use common::{order_of, start, Db};
 
 on_both!(users_orders_and_posts_set_every_reactor_going);
 
@@ -69,13 +69,7 @@ async fn users_orders_and_posts_set_every_reactor_going(db: Db) {
     )
     .await;
 
-    let order = |customer: &str, amount: i64| {
-        json!({
-            "customer_id": customer,
-            "items": [{"sku": "SKU-1", "quantity": 1, "unit_price": {"amount_minor": amount, "currency": "USD"}}],
-            "shipping_address": {"recipient": "X", "line1": "1 Main St", "city": "London", "postal_code": "N1", "country": "GB"},
-        })
-    };
+    let order = order_of;
     // A normal order, paid and shipped.
     let normal = p.post_ok("/v1/orders", order(&ada, 2500)).await;
     let normal = normal["id"].as_str().unwrap().to_owned();

@@ -13,7 +13,7 @@ use ovasabi_services::{commerce, users, wallet, Service};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{start, Db};
+use common::{order_of, start, Db};
 
 on_both!(orders_are_paid_shipped_rewarded_held_or_cancelled_by_timeout);
 
@@ -46,13 +46,7 @@ async fn orders_are_paid_shipped_rewarded_held_or_cancelled_by_timeout(db: Db) {
         )
         .await;
     let ada = ada["id"].as_str().unwrap().to_owned();
-    let order = |amount: i64| {
-        json!({
-            "customer_id": ada,
-            "items": [{"sku": "SKU-1", "quantity": 1, "unit_price": {"amount_minor": amount, "currency": "USD"}}],
-            "shipping_address": {"recipient": "Ada", "line1": "1 Main St", "city": "London", "postal_code": "N1", "country": "GB"},
-        })
-    };
+    let order = |amount: i64| order_of(&ada, amount);
 
     // Paid, shipped, rewarded.
     let paid = p.post_ok("/v1/orders", order(2500)).await;

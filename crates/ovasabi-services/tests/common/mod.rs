@@ -223,6 +223,15 @@ fn uuid_like() -> String {
 // reachable; required under OVASABI_REQUIRE_SERVICES=1): the services' SQL is written once
 // for both.
 
+/// `POST /v1/orders` for `customer`: one item of `amount_minor` USD, a London address.
+pub fn order_of(customer: &str, amount_minor: i64) -> Value {
+    serde_json::json!({
+        "customer_id": customer,
+        "items": [{"sku": "SKU-1", "quantity": 1, "unit_price": {"amount_minor": amount_minor, "currency": "USD"}}],
+        "shipping_address": {"recipient": "Ada", "line1": "1 Main St", "city": "London", "postal_code": "N1", "country": "GB"},
+    })
+}
+
 /// The database a scenario runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Db {
