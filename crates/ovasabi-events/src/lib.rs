@@ -183,6 +183,8 @@ pub fn all_types() -> Vec<TypeInfo> {
         TypeInfo::of::<OrderCancelled>(),
         TypeInfo::of::<CoinMined>(),
         TypeInfo::of::<CoinTransferred>(),
+        TypeInfo::of::<CoinSpent>(),
+        TypeInfo::of::<CoinRefunded>(),
         TypeInfo::of::<MessageSent>(),
         TypeInfo::of::<ContentFlagged>(),
         TypeInfo::of::<ModerationDecided>(),

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `GET /v1/wallets/{user_id}?limit=&cursor=` | — (balance and ledger entries, newest first) |
 //! | `POST /v1/wallets/{user_id}/transfers` | `coin.transferred` |
+//! | `POST /v1/wallets/{user_id}/spends` `{order_id, amount}` | `coin.spent` |
 //!
 //! # Tables (its own; it reads no other service's)
 //!
@@ -15,6 +16,28 @@
 //!   with the balance after it: the balance is always the sum of the wallet's entries.
 //! - `wallet_orders`: who placed each order (from `order.placed`), since
 //!   `payment.completed` names the order, not the customer.
+//! - `wallet_order_coins`: per order, whether it still takes coins (closed once cancelled,
+//!   refunded or held for fraud review, with the cause); `wallet_spends`: the coins spent on
+//!   each order and, once given back, the refund that did it.
+//!
+//! # Coins spent on an order, and their compensation
+//!
+//! A customer spends coins on one of their orders with `POST /v1/wallets/{user_id}/spends`
+//! (`coin.spent`): the wallet must have seen the order placed (404 naming `order_id` until
+//! it has, moments after `POST /v1/orders`), the order must be the user's (422) and still
+//! take coins (409 `order_closed`), and the balance must cover the amount (409
+//! `insufficient_balance`). When the order is then cancelled (`order.cancelled`: by the
+//! customer, an operator, or for want of payment after a failed one), its payment refunded
+//! (`payment.refunded`), or fraud screening holds it (`fraud.hold_placed` on the order), the
+//! wallet gives back every coin spent on it and not yet given back, in one `coin.refunded`
+//! (reason `order_cancelled`, `payment_refunded` or `fraud_hold`; its id a UUIDv5 of the
+//! cause), and the order takes no more coins. A failed payment alone refunds nothing: the
+//! order can still be paid; the payment timeout cancels it if it is not. Releasing a hold
+//! does not reopen the order to coins.
+//!
+//! A spend and a closure of the same order lock its `wallet_order_coins` row first, so on
+//! PostgreSQL one waits for the other: a spend never lands on an order after its closure
+//! has looked for spends to refund.
 //!
 //! # Balances never go negative
 //!
@@ -34,6 +57,8 @@
 //! - `payment.completed` → one coin per [`MINOR_UNITS_PER_COIN`] minor units paid, in any
 //!   currency, rounded down (`order_reward`); nothing under one coin;
 //! - `user.deleted` → closes the wallet;
+//! - `order.cancelled`, `payment.refunded`, `fraud.hold_placed` on an order → gives back
+//!   the coins spent on the order (above);
 //! - other types are acknowledged and ignored.
 //!
 //! Each event takes effect once: the consumer is a [`Reactor`] ([`Order::Unordered`]: each
@@ -60,9 +85,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use ovasabi_core::{Event, Ordering};
-use ovasabi_events::commerce::{OrderPlaced, PaymentCompleted};
+use ovasabi_events::commerce::{OrderCancelled, OrderPlaced, PaymentCompleted, PaymentRefunded};
+use ovasabi_events::moderation::{FraudHoldPlaced, HoldTarget};
 use ovasabi_events::users::{UserDeleted, UserRegistered};
-use ovasabi_events::wallet::{CoinMined, CoinTransferred, RewardReason};
+use ovasabi_events::wallet::{
+    CoinMined, CoinRefundReason, CoinRefunded, CoinSpent, CoinTransferred, RewardReason,
+};
 use ovasabi_events::DomainEvent;
 use ovasabi_middleware::correlation::stamp_correlation;
 use ovasabi_middleware::{HandlerError, Message, TraceParent};
@@ -83,7 +111,7 @@ pub const SOURCE: &str = "/ovasabi/wallet";
 /// The rewards consumer's group, and its inbox name.
 pub const GROUP: &str = "wallet";
 /// The topics the rewards consumer reads.
-pub const TOPICS: &[&str] = &["user.events", "commerce.events"];
+pub const TOPICS: &[&str] = &["user.events", "commerce.events", "moderation.events"];
 /// Coins credited to every new account.
 pub const SIGNUP_BONUS: u64 = 100;
 /// Minor units of money paid per coin rewarded (100: one coin per dollar, euro…).
@@ -91,15 +119,21 @@ pub const MINOR_UNITS_PER_COIN: i64 = 100;
 /// Longest transfer memo (the `coin.transferred` contract).
 pub const MAX_MEMO: usize = 140;
 
+/// The namespace of `coin.refunded` ids (UUIDv5 of the causing event's source and id, and
+/// the order).
+const REFUND_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x7a3d_51c2_94e8_4f06_b1d7_3c5e_9a20_f4b8);
+
 /// The namespace of `coin.mined` ids (UUIDv5 of the causing event's source and id).
 const MINT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5f0c_2a9e_8b1d_4c3a_9e7f_0a1b_2c3d_4e5f);
 
 const MIGRATIONS: MigrationSet = MigrationSet::new(
     "wallet",
-    &[Migration::new(
-        1,
-        "wallet_balances, wallet_ledger, wallet_orders",
-        "CREATE TABLE wallet_balances (
+    &[
+        Migration::new(
+            1,
+            "wallet_balances, wallet_ledger, wallet_orders",
+            "CREATE TABLE wallet_balances (
             user_id TEXT PRIMARY KEY,
             balance BIGINT NOT NULL CHECK (balance >= 0),
             created_at TIMESTAMPTZ NOT NULL,
@@ -125,7 +159,27 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
             customer_id TEXT NOT NULL,
             placed_at TIMESTAMPTZ NOT NULL
         );",
-    )],
+        ),
+        Migration::new(
+            2,
+            "wallet_order_coins, wallet_spends: coins spent on orders and their refunds",
+            "CREATE TABLE wallet_order_coins (
+            order_id TEXT PRIMARY KEY,
+            closed_reason TEXT,
+            cause_event_id TEXT,
+            closed_at TIMESTAMPTZ
+        );
+        CREATE TABLE wallet_spends (
+            spend_id TEXT PRIMARY KEY,
+            order_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            amount BIGINT NOT NULL CHECK (amount > 0),
+            spent_at TIMESTAMPTZ NOT NULL,
+            refund_id TEXT
+        );
+        CREATE INDEX wallet_spends_order ON wallet_spends (order_id);",
+        ),
+    ],
 );
 
 /// The `wallet` service.
@@ -166,6 +220,7 @@ impl Service for WalletService {
             Router::new()
                 .route("/v1/wallets/{user_id}", get(wallet))
                 .route("/v1/wallets/{user_id}/transfers", post(transfer))
+                .route("/v1/wallets/{user_id}/spends", post(spend))
                 .with_state(ctx.api.clone()),
         )
     }
@@ -195,6 +250,17 @@ impl Service for WalletService {
                         "409": error("The balance is below `amount` (code insufficient_balance)"),
                         "422": error("A field is invalid, or the recipient has no open wallet (field to_user_id)")
                     }
+                }},
+                "/v1/wallets/{user_id}/spends": {"post": {
+                    "summary": "Spend coins on one of the user's orders (publishes coin.spent); they come back (coin.refunded) if the order is cancelled, refunded or held for fraud review",
+                    "parameters": [{"name": "user_id", "in": "path", "required": true, "schema": {"type": "string"}}, {"$ref": "#/components/parameters/IdempotencyKey"}, {"$ref": "#/components/parameters/CorrelationId"}],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Spend"}}}},
+                    "responses": {
+                        "201": {"description": "Spent", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SpendDone"}}}},
+                        "404": error("The wallet is closed or missing, or the wallet has not seen the order placed yet (field order_id; retry in a moment)"),
+                        "409": error("The balance is below `amount` (code insufficient_balance), or the order takes no more coins (code order_closed)"),
+                        "422": error("A field is invalid, or the order is another user's (field order_id)")
+                    }
                 }}
             },
             "schemas": {
@@ -212,6 +278,18 @@ impl Service for WalletService {
                     "balance_after": {"type": "integer", "description": "The sender's balance after the transfer"},
                     "transferred_at": {"type": "string", "format": "date-time"}
                 }},
+                "Spend": {"type": "object", "required": ["order_id", "amount"], "additionalProperties": false, "properties": {
+                    "order_id": {"type": "string"},
+                    "amount": {"type": "integer", "minimum": 1}
+                }},
+                "SpendDone": {"type": "object", "required": ["spend_id", "user_id", "order_id", "amount", "balance_after", "spent_at"], "properties": {
+                    "spend_id": {"type": "string"},
+                    "user_id": {"type": "string"},
+                    "order_id": {"type": "string"},
+                    "amount": {"type": "integer"},
+                    "balance_after": {"type": "integer"},
+                    "spent_at": {"type": "string", "format": "date-time"}
+                }},
                 "Wallet": {"type": "object", "required": ["user_id", "balance", "closed", "entries", "next_cursor"], "properties": {
                     "user_id": {"type": "string"},
                     "balance": {"type": "integer", "minimum": 0},
@@ -223,9 +301,9 @@ impl Service for WalletService {
                     "id": {"type": "string"},
                     "delta": {"type": "integer", "description": "Coins in (positive) or out (negative)"},
                     "balance_after": {"type": "integer", "minimum": 0},
-                    "kind": {"type": "string", "enum": ["mined", "transfer_in", "transfer_out"]},
-                    "reason": {"type": ["string", "null"], "description": "For mined coins: signup_bonus, order_reward…"},
-                    "reference_id": {"type": "string", "description": "The mint id or the transfer id"},
+                    "kind": {"type": "string", "enum": ["mined", "transfer_in", "transfer_out", "spend", "refund"]},
+                    "reason": {"type": ["string", "null"], "description": "For mined coins: signup_bonus, order_reward…; for refunds: order_cancelled, payment_refunded, fraud_hold"},
+                    "reference_id": {"type": "string", "description": "The mint, transfer, spend or refund id"},
                     "counterparty_user_id": {"type": ["string", "null"]},
                     "memo": {"type": ["string", "null"]},
                     "created_at": {"type": "string", "format": "date-time"}
@@ -274,7 +352,7 @@ fn insufficient(balance: i64, amount: i64) -> ApiError {
     ApiError {
         status: StatusCode::CONFLICT,
         code: "insufficient_balance",
-        message: format!("the balance is {balance} coins, less than the {amount} to transfer"),
+        message: format!("the balance is {balance} coins, less than the {amount} asked for"),
         field: Some("amount".to_owned()),
     }
 }
@@ -420,6 +498,160 @@ async fn transfer(
         })
     })
     .await
+}
+
+/// `POST /v1/wallets/{user_id}/spends`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct SpendRequest {
+    order_id: String,
+    amount: Value,
+}
+
+/// Locks `order_id`'s `wallet_order_coins` row (creating it), so that a spend and a closure
+/// of the same order take turns; returns why the order no longer takes coins, if it does not.
+async fn lock_order_coins(
+    tx: &mut Transaction,
+    order_id: &str,
+) -> Result<Option<String>, StoreError> {
+    tx.execute(
+        "INSERT INTO wallet_order_coins (order_id) VALUES ($1) ON CONFLICT (order_id) DO NOTHING",
+        params![order_id],
+    )
+    .await?;
+    tx.query_one(
+        "SELECT closed_reason FROM wallet_order_coins WHERE order_id = $1 FOR UPDATE",
+        params![order_id],
+    )
+    .await?
+    .get("closed_reason")
+}
+
+async fn spend(
+    State(api): State<Api>,
+    Path(user_id): Path<String>,
+    meta: RequestMeta,
+    Body(input): Body<SpendRequest>,
+) -> Result<Response, ApiError> {
+    let order_id = check_user_id("order_id", &input.order_id)
+        .map_err(|_| ApiError::invalid("order_id", "give an order id (1 to 128 characters)"))?;
+    let amount = check_amount(&input.amount)?;
+    let scope = format!("POST /v1/wallets/{user_id}/spends");
+    api.transact(&meta, &scope, &input, move |tx| {
+        Box::pin(async move {
+            let closed = lock_order_coins(tx.db(), &order_id).await?;
+            let customer = tx
+                .db()
+                .query_opt(
+                    "SELECT customer_id FROM wallet_orders WHERE order_id = $1",
+                    params![order_id.as_str()],
+                )
+                .await?;
+            let Some(customer) = customer else {
+                return Err(missing(
+                    "order_id",
+                    format!("an order {order_id} known to the wallet (it learns of an order moments after it is placed: try again shortly)"),
+                ));
+            };
+            if customer.get::<String>("customer_id")? != user_id {
+                return Err(ApiError::invalid(
+                    "order_id",
+                    format!("order {order_id} was placed by another user: coins are spent on one's own orders"),
+                ));
+            }
+            if let Some(reason) = closed {
+                return Err(ApiError::with(
+                    StatusCode::CONFLICT,
+                    "order_closed",
+                    format!("order {order_id} takes no more coins: {}", closed_because(&reason)),
+                ));
+            }
+            let wallet = tx
+                .db()
+                .query_opt(
+                    "SELECT balance, closed_at FROM wallet_balances WHERE user_id = $1 FOR UPDATE",
+                    params![user_id.as_str()],
+                )
+                .await?;
+            let balance = match wallet {
+                None => 0,
+                Some(row) if row.get::<Option<DateTime<Utc>>>("closed_at")?.is_some() => {
+                    return Err(missing(
+                        "user_id",
+                        format!("an open wallet of user {user_id} (it was closed when the account was deleted)"),
+                    ))
+                }
+                Some(row) => row.get::<i64>("balance")?,
+            };
+            if balance < amount {
+                return Err(insufficient(balance, amount));
+            }
+            let now = Utc::now();
+            let debited = tx
+                .db()
+                .execute(
+                    "UPDATE wallet_balances SET balance = balance - $2, updated_at = $3
+                     WHERE user_id = $1 AND balance >= $2",
+                    params![user_id.as_str(), amount, now],
+                )
+                .await?;
+            if debited != 1 {
+                return Err(insufficient(balance, amount));
+            }
+            let balance_after = balance - amount;
+            let spend_id = uuid::Uuid::now_v7().to_string();
+            Entry {
+                user_id: user_id.clone(),
+                delta: -amount,
+                balance_after,
+                kind: "spend",
+                reason: None,
+                reference_id: spend_id.clone(),
+                counterparty_user_id: None,
+                memo: Some(format!("order {order_id}")),
+                created_at: now,
+            }
+            .insert(tx.db())
+            .await?;
+            tx.db()
+                .execute(
+                    "INSERT INTO wallet_spends (spend_id, order_id, user_id, amount, spent_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    params![spend_id.as_str(), order_id.as_str(), user_id.as_str(), amount, now],
+                )
+                .await?;
+            tx.publish(
+                &CoinSpent {
+                    spend_id: spend_id.clone(),
+                    user_id: user_id.clone(),
+                    order_id: order_id.clone(),
+                    amount: amount.unsigned_abs(),
+                    balance_after: balance_after.unsigned_abs(),
+                    spent_at: now,
+                },
+                SOURCE,
+            )
+            .await?;
+            Ok((
+                StatusCode::CREATED,
+                json!({
+                    "spend_id": spend_id, "user_id": user_id, "order_id": order_id,
+                    "amount": amount, "balance_after": balance_after, "spent_at": now
+                }),
+            ))
+        })
+    })
+    .await
+}
+
+/// Why an order no longer takes coins, from its `closed_reason`.
+fn closed_because(reason: &str) -> &'static str {
+    match reason {
+        "order_cancelled" => "it was cancelled",
+        "payment_refunded" => "its payment was refunded",
+        "fraud_hold" => "it is held for fraud review",
+        _ => "it was closed",
+    }
 }
 
 /// `GET /v1/wallets/{user_id}?limit=&cursor=`.
@@ -615,6 +847,11 @@ enum Action {
         user_id: String,
         deleted_at: DateTime<Utc>,
     },
+    /// Give back the coins spent on an order, which takes no more.
+    RefundOrder {
+        order_id: String,
+        reason: CoinRefundReason,
+    },
 }
 
 impl Action {
@@ -649,6 +886,24 @@ impl Action {
                 Action::RewardPayment {
                     order_id: payment.order_id,
                     coins: payment.amount.amount_minor / MINOR_UNITS_PER_COIN,
+                }
+            }
+            OrderCancelled::TYPE => Action::RefundOrder {
+                order_id: payload::<OrderCancelled>(event)?.order_id,
+                reason: CoinRefundReason::OrderCancelled,
+            },
+            PaymentRefunded::TYPE => Action::RefundOrder {
+                order_id: payload::<PaymentRefunded>(event)?.order_id,
+                reason: CoinRefundReason::PaymentRefunded,
+            },
+            FraudHoldPlaced::TYPE => {
+                let hold: FraudHoldPlaced = payload(event)?;
+                if hold.target_kind != HoldTarget::Order {
+                    return Ok(None);
+                }
+                Action::RefundOrder {
+                    order_id: hold.target_id,
+                    reason: CoinRefundReason::FraudHold,
                 }
             }
             _ => return Ok(None),
@@ -723,8 +978,116 @@ impl Rewards {
                 .map_err(&failed)?;
                 Ok(false)
             }
+            Action::RefundOrder { order_id, reason } => {
+                refund_order(tx, cause, &order_id, reason).await
+            }
         }
     }
+}
+
+/// The id of the `coin.refunded` that `cause` gives `user_id` for `order_id`.
+fn refund_id(cause: &Event, order_id: &str, user_id: &str) -> String {
+    uuid::Uuid::new_v5(
+        &REFUND_NAMESPACE,
+        format!(
+            "coin.refunded\n{}\n{}\n{order_id}\n{user_id}",
+            cause.source, cause.id
+        )
+        .as_bytes(),
+    )
+    .to_string()
+}
+
+/// Closes `order_id` to coins and gives back what was spent on it and not given back yet:
+/// per customer (there is one) a credit, its ledger entry and `coin.refunded`, in `tx`.
+/// The first closure of an order is the one recorded; a later one finds nothing to give.
+async fn refund_order(
+    tx: &mut Transaction,
+    cause: &Event,
+    order_id: &str,
+    reason: CoinRefundReason,
+) -> Result<bool, HandlerError> {
+    let failed = store_failure("wallet");
+    if lock_order_coins(tx, order_id)
+        .await
+        .map_err(&failed)?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let reason_text = match reason {
+        CoinRefundReason::OrderCancelled => "order_cancelled",
+        CoinRefundReason::PaymentRefunded => "payment_refunded",
+        CoinRefundReason::FraudHold => "fraud_hold",
+    };
+    let now = Utc::now();
+    tx.execute(
+        "UPDATE wallet_order_coins SET closed_reason = $2, cause_event_id = $3, closed_at = $4
+         WHERE order_id = $1",
+        params![order_id, reason_text, cause.id.as_str(), now],
+    )
+    .await
+    .map_err(&failed)?;
+    let owed = tx
+        .query(
+            "SELECT user_id, CAST(SUM(amount) AS BIGINT) AS amount FROM wallet_spends
+             WHERE order_id = $1 AND refund_id IS NULL GROUP BY user_id ORDER BY user_id",
+            params![order_id],
+        )
+        .await
+        .map_err(&failed)?;
+    let mut published = false;
+    for row in owed {
+        let user_id: String = row.get("user_id").map_err(&failed)?;
+        let amount: i64 = row.get("amount").map_err(&failed)?;
+        let id = refund_id(cause, order_id, &user_id);
+        let balance: i64 = tx
+            .query_one(
+                "UPDATE wallet_balances SET balance = balance + $2, updated_at = $3
+                 WHERE user_id = $1 RETURNING balance",
+                params![user_id.as_str(), amount, now],
+            )
+            .await
+            .and_then(|row| row.get("balance"))
+            .map_err(&failed)?;
+        Entry {
+            user_id: user_id.clone(),
+            delta: amount,
+            balance_after: balance,
+            kind: "refund",
+            reason: Some(reason_text),
+            reference_id: id.clone(),
+            counterparty_user_id: None,
+            memo: Some(format!("order {order_id}")),
+            created_at: now,
+        }
+        .insert(tx)
+        .await
+        .map_err(&failed)?;
+        tx.execute(
+            "UPDATE wallet_spends SET refund_id = $3
+             WHERE order_id = $1 AND user_id = $2 AND refund_id IS NULL",
+            params![order_id, user_id.as_str(), id.as_str()],
+        )
+        .await
+        .map_err(&failed)?;
+        let refunded = CoinRefunded {
+            refund_id: id.clone(),
+            user_id,
+            order_id: order_id.to_owned(),
+            amount: amount.unsigned_abs(),
+            reason,
+            cause_event_id: cause.id.clone(),
+            balance_after: balance.unsigned_abs(),
+            refunded_at: now,
+        };
+        let event = caused_by(&refunded, SOURCE, cause, id);
+        Outbox::append(tx, CoinRefunded::TOPIC, &event)
+            .await
+            .map_err(&failed)?;
+        published = true;
+    }
+    Ok(published)
 }
 
 /// Credits `amount` coins to `user_id` for `cause`, with its ledger entry and `coin.mined`

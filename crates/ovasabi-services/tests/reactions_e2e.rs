@@ -2,8 +2,9 @@
 //! register, post (one post with a blocked term), order (one normal order, one that fraud
 //! screening holds, one whose payment fails); the notifications arrive over a WebSocket,
 //! the analytics count it all, the blocked post is hidden, the suspicious order held, the
-//! failed payment leaves the order unpaid and unrewarded, and the audit trail verifies —
-//! then fails once an entry is changed. On SQLite and on PostgreSQL (embedded bus).
+//! failed payment leaves the order unpaid and unrewarded, the coins spent on it come back
+//! when it is cancelled, and the audit trail verifies — then fails once an entry is
+//! changed. On SQLite and on PostgreSQL (embedded bus).
 
 #[macro_use]
 mod common;
@@ -86,6 +87,24 @@ async fn users_orders_and_posts_set_every_reactor_going(db: Db) {
     // A failed payment (the fake provider declines totals ending in 13).
     let failing = p.post_ok("/v1/orders", order(&ada, 1013)).await;
     let failing = failing["id"].as_str().unwrap().to_owned();
+    // Ada spends 40 of her coins on it (once the wallet has seen it placed).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body, _) = p
+            .post(
+                &format!("/v1/wallets/{ada}/spends"),
+                &json!({"order_id": failing, "amount": 40}),
+                None,
+            )
+            .await;
+        if status == StatusCode::CREATED {
+            assert_eq!(body["amount"], 40, "{body}");
+            break;
+        }
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (status, _, _) = p
         .post(
             &format!("/v1/orders/{failing}/pay"),
@@ -161,11 +180,25 @@ async fn users_orders_and_posts_set_every_reactor_going(db: Db) {
         "{told}"
     );
 
-    // Coins: both signup bonuses, and the reward of the paid order only.
-    p.get_when(&format!("/v1/wallets/{ada}"), |_, w| w["balance"] == 125)
-        .await;
+    // Coins: both signup bonuses, and the reward of the paid order only; the failed order
+    // stays unpaid, and once Ada cancels it the 40 coins spent on it come back.
     let (_, failed_order) = p.get(&format!("/v1/orders/{failing}")).await;
     assert_eq!(failed_order["status"], "placed", "{failed_order}");
+    p.post_ok(
+        &format!("/v1/orders/{failing}/cancel"),
+        json!({"cancelled_by": "customer"}),
+    )
+    .await;
+    let wallet = p
+        .get_when(&format!("/v1/wallets/{ada}"), |_, w| {
+            w["balance"] == 125 && w["entries"][0]["kind"] == "refund"
+        })
+        .await;
+    assert_eq!(wallet["entries"][0]["delta"], 40, "{wallet}");
+    assert_eq!(
+        wallet["entries"][0]["reason"], "order_cancelled",
+        "{wallet}"
+    );
 
     // The analytics counted it all.
     let totals = p

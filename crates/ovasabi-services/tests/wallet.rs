@@ -2,7 +2,8 @@
 //! users service) mints the signup bonus once, caused by the registration and in its
 //! correlation; a payment mints the order reward; transfers never take a balance below
 //! zero, even concurrently; a redelivered event mints once; unreadable events are
-//! dead-lettered; every 4xx names the field; the ledger is walked a page at a time.
+//! dead-lettered; every 4xx names the field; the ledger is walked a page at a time; coins
+//! spent on an order come back, once, when it is cancelled, refunded or held for fraud.
 
 #[macro_use]
 mod common;
@@ -14,7 +15,10 @@ use chrono::Utc;
 use common::{start, Db, Platform};
 use ovasabi_core::{Bus, Event};
 use ovasabi_embedded::{EmbeddedBus, EmbeddedConfig};
-use ovasabi_events::commerce::{OrderPlaced, PaymentCompleted, PaymentMethod};
+use ovasabi_events::commerce::{
+    OrderCancelled, OrderPlaced, PaymentCompleted, PaymentMethod, PaymentRefunded,
+};
+use ovasabi_events::moderation::FraudHoldPlaced;
 use ovasabi_events::users::{DeletionReason, UserDeleted, UserRegistered};
 use ovasabi_events::{DomainEvent, Money};
 use ovasabi_services::users::UsersService;
@@ -650,6 +654,183 @@ async fn the_ledger_is_walked_page_by_page_each_entry_once(db: Db) {
     platform.stop().await;
 }
 
+async fn coins_spent_on_an_order_come_back_when_it_is_cancelled_refunded_or_held(db: Db) {
+    let Some(platform) = start(
+        vec![Arc::new(WalletService)],
+        db,
+        "wallet: coins_spent_on_an_order_come_back_when_it_is_cancelled_refunded_or_held",
+    )
+    .await
+    else {
+        return;
+    };
+    let publish = |topic: &'static str, event: Event| {
+        let bus = platform.bus.clone();
+        async move { bus.publish(topic, event).await.unwrap() }
+    };
+    let mut registered = UserRegistered::examples().remove(0);
+    registered.user_id = "cust-1".to_owned();
+    publish(UserRegistered::TOPIC, registered.to_event("/ovasabi/users")).await;
+    for (order_id, customer) in [
+        ("order-a", "cust-1"),
+        ("order-b", "cust-1"),
+        ("order-c", "cust-1"),
+        ("order-x", "cust-2"),
+    ] {
+        let mut order = OrderPlaced::examples().remove(0);
+        order.order_id = order_id.to_owned();
+        order.customer_id = customer.to_owned();
+        publish(OrderPlaced::TOPIC, order.to_event("/ovasabi/commerce")).await;
+    }
+    funded(&platform, "cust-1").await;
+    let spend = |order_id: &str, amount: Value| {
+        let body = json!({"order_id": order_id, "amount": amount});
+        let platform = &platform;
+        async move {
+            let (status, body, _) = platform
+                .post_with("/v1/wallets/cust-1/spends", &body, &[])
+                .await;
+            (status, body)
+        }
+    };
+    // The wallet learns of orders from the bus: a spend waits for order-c's order.placed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = spend("order-x", json!(1)).await;
+        if status != StatusCode::NOT_FOUND {
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            assert_eq!(body["error"]["field"], "order_id", "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("another user"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order-x never reached the wallet: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = spend("order-unknown", json!(5)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["field"], "order_id", "{body}");
+    let (status, body) = spend("order-a", json!(0)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "amount", "{body}");
+    let (status, body) = spend("order-a", json!(101)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_balance", "{body}");
+    for (order_id, amount, balance_after) in [
+        ("order-a", 30, 70),
+        ("order-b", 20, 50),
+        ("order-c", 10, 40),
+        ("order-a", 5, 35),
+    ] {
+        let (status, body) = spend(order_id, json!(amount)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["balance_after"], balance_after, "{body}");
+    }
+
+    // order-a cancelled (and the cancellation redelivered, and cancelled again by another
+    // event), order-b's payment refunded, order-c held for fraud, order-x (nothing spent on
+    // it) cancelled.
+    let mut cancelled = OrderCancelled::examples().remove(0);
+    cancelled.order_id = "order-a".to_owned();
+    let cancel_a = cancelled.to_event("/ovasabi/commerce");
+    let mut refunded = PaymentRefunded::examples().remove(0);
+    refunded.order_id = "order-b".to_owned();
+    let refund_b = refunded.to_event("/ovasabi/commerce");
+    let mut hold = FraudHoldPlaced::examples().remove(0);
+    hold.target_id = "order-c".to_owned();
+    let hold_c = hold.to_event("/ovasabi/moderation");
+    cancelled.order_id = "order-x".to_owned();
+    publish(OrderCancelled::TOPIC, cancel_a.clone()).await;
+    publish(OrderCancelled::TOPIC, cancel_a.clone()).await;
+    cancelled.order_id = "order-a".to_owned();
+    publish(
+        OrderCancelled::TOPIC,
+        cancelled.to_event("/ovasabi/commerce"),
+    )
+    .await;
+    publish(PaymentRefunded::TOPIC, refund_b.clone()).await;
+    publish(FraudHoldPlaced::TOPIC, hold_c.clone()).await;
+    cancelled.order_id = "order-x".to_owned();
+    publish(
+        OrderCancelled::TOPIC,
+        cancelled.to_event("/ovasabi/commerce"),
+    )
+    .await;
+
+    let wallet = wallet_when(&platform, "cust-1", |w| w["balance"] == 100).await;
+    let kinds: Vec<&str> = wallet["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["refund", "refund", "refund", "spend", "spend", "spend", "spend", "mined"],
+        "{wallet}"
+    );
+    let events = platform
+        .events("wallet.events", 8, Duration::from_secs(10))
+        .await;
+    let of_type = |ty: &str| -> Vec<&Event> { events.iter().filter(|e| e.ty == ty).collect() };
+    assert_eq!(of_type("coin.spent").len(), 4, "{events:?}");
+    let refunds = of_type("coin.refunded");
+    assert_eq!(refunds.len(), 3, "{events:?}");
+    let mut seen: Vec<(String, i64, String, String)> = refunds
+        .iter()
+        .map(|e| {
+            let d = data(e);
+            assert_eq!(d["user_id"], "cust-1");
+            assert_eq!(d["cause_event_id"], e.causation_id().unwrap());
+            (
+                d["order_id"].as_str().unwrap().to_owned(),
+                d["amount"].as_i64().unwrap(),
+                d["reason"].as_str().unwrap().to_owned(),
+                e.causation_id().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "order-a".to_owned(),
+                35,
+                "order_cancelled".to_owned(),
+                cancel_a.id.clone()
+            ),
+            (
+                "order-b".to_owned(),
+                20,
+                "payment_refunded".to_owned(),
+                refund_b.id.clone()
+            ),
+            (
+                "order-c".to_owned(),
+                10,
+                "fraud_hold".to_owned(),
+                hold_c.id.clone()
+            ),
+        ]
+    );
+    // A closed order takes no more coins.
+    for order_id in ["order-a", "order-b", "order-c"] {
+        let (status, body) = spend(order_id, json!(1)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["code"], "order_closed", "{body}");
+    }
+    platform.stop().await;
+}
+
 on_both!(
     registration_mints_the_signup_bonus_caused_by_it,
     transfers_move_coins_once_per_key_and_never_overdraw,
@@ -658,4 +839,5 @@ on_both!(
     a_redelivered_registration_mints_once,
     a_payment_mints_the_order_reward_for_the_customer,
     the_ledger_is_walked_page_by_page_each_entry_once,
+    coins_spent_on_an_order_come_back_when_it_is_cancelled_refunded_or_held,
 );
