@@ -36,6 +36,11 @@ pub(crate) struct Global {
     /// as `nats://127.0.0.1:4222` (several processes)
     #[arg(long, global = true, env = "OVASABI_BUS", default_value = "embedded")]
     pub(crate) bus: String,
+    /// On NATS: this deployment's namespace (lower-case letters, digits, `-`), so that
+    /// several deployments (staging, a test run…) share one NATS server without seeing each
+    /// other's topics and consumer groups [default: none]
+    #[arg(long, global = true, env = "OVASABI_NAMESPACE")]
+    pub(crate) namespace: Option<String>,
     /// The services' database: `sqlite:///path/file.db` or `postgres://user@host/db`
     /// (`?schema=name` to keep the tables in a schema) [default: ovasabi.db in --data-dir]
     #[arg(long, global = true, env = "OVASABI_DB")]

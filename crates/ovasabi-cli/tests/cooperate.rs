@@ -2,9 +2,9 @@
 //! PostgreSQL: `users` takes a registration over HTTP; `wallet`, in another process, reacts to
 //! its `user.registered` with the signup bonus, `coin.mined`, caused by it.
 //!
-//! The services publish to the platform's domain topics (`user.events`, `wallet.events`),
-//! which other runs on the same server share: the test finds its own events by the user id
-//! it created, and leaves the domain streams in place.
+//! Both processes run in a NATS namespace of the test's own (`OVASABI_NAMESPACE`), so their
+//! domain topics (`user.events`, `wallet.events`) and consumer groups are not those of other
+//! runs on the same server; the test deletes the namespace's streams at the end.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -74,7 +74,9 @@ async fn users_and_wallet_in_two_processes_cooperate_through_nats() {
     };
     let db_url = db.database_url();
     let data_dir = tempfile::tempdir().unwrap();
+    let namespace = format!("coop-{:016x}", rand::random::<u64>());
     let envs = [
+        ("OVASABI_NAMESPACE", namespace.as_str()),
         ("OVASABI_BUS", nats.url.as_str()),
         ("OVASABI_DB", db_url.as_str()),
         ("OVASABI_DATA_DIR", data_dir.path().to_str().unwrap()),
@@ -121,9 +123,11 @@ async fn users_and_wallet_in_two_processes_cooperate_through_nats() {
     let user_id = user["id"].as_str().unwrap().to_owned();
 
     // Read both topics (an ephemeral group, from the beginning) for this user's events.
-    let bus = ovasabi_nats::NatsBus::connect(ovasabi_nats::NatsConfig::new(&nats.url))
-        .await
-        .unwrap();
+    let bus = ovasabi_nats::NatsBus::connect(
+        ovasabi_nats::NatsConfig::new(&nats.url).namespace(namespace.as_str()),
+    )
+    .await
+    .unwrap();
     let options = SubscribeOptions::new("coop-reader", ["user.events", "wallet.events"])
         .unwrap()
         .start(StartFrom::Time(
@@ -152,6 +156,16 @@ async fn users_and_wallet_in_two_processes_cooperate_through_nats() {
         }
     }
     sub.close().await;
+    drop((users, wallet));
+    let status = ovasabi_nats::provision::status(&bus).await.unwrap();
+    let topics: Vec<&str> = status.streams.iter().map(|s| s.topic.as_str()).collect();
+    assert!(
+        topics.contains(&"user.events") && topics.contains(&"wallet.events"),
+        "the namespace's topics: {topics:?}"
+    );
+    for topic in topics {
+        bus.delete_topic(topic).await.unwrap();
+    }
     bus.close().await.unwrap();
     let (registered, mined) = (registered.unwrap(), mined.unwrap());
     assert_eq!(registered.extension_str("correlationid"), Some("coop-1"));

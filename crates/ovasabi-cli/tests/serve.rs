@@ -214,7 +214,8 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     assert!(status.success(), "{status}:\n{}", up.log());
     let log = up.log();
     assert!(log.contains("audit: 4 received, 4 acked"), "{log}");
-    assert!(log.contains("wallet: 1 received, 1 acked"), "{log}");
+    // The wallet reads the registration and the post's moderation decision.
+    assert!(log.contains("wallet: 2 received, 2 acked"), "{log}");
     assert!(log.lines().last().unwrap().contains("stopped"), "{log}");
 
     // Started again, the group goes on from where it stopped: nothing is recorded twice.
@@ -291,6 +292,14 @@ fn serve_refuses_unknown_services_and_bad_settings() {
         ),
         (&["--db", "mysql://x/y", "serve", "audit"][..], "--db: "),
         (&["--bus", "kafka://x", "up"][..], "is not a bus"),
+        (
+            &["--namespace", "staging", "up"][..],
+            "--namespace `staging` (or OVASABI_NAMESPACE) applies to NATS",
+        ),
+        (
+            &["--bus", "nats://127.0.0.1:1", "--namespace", "Staging_1", "up"][..],
+            "--namespace (or OVASABI_NAMESPACE): invalid namespace \"Staging_1\": character 'S' is not allowed",
+        ),
     ] {
         let out = ovasabi(dir.path(), args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -40,7 +40,11 @@ pub struct NatsBus {
 /// A topic's stream, as the bus uses it.
 #[derive(Clone, Debug)]
 pub(crate) struct TopicMeta {
+    /// The topic as users name it.
     pub(crate) topic: String,
+    /// The name its subjects are built on: the topic, in the bus's namespace
+    /// ([`layout::qualified_topic`]).
+    pub(crate) stored: String,
     pub(crate) stream: String,
     pub(crate) partitions: u32,
     /// The subject of each partition, then the unkeyed subject (`partitions + 1` of them),
@@ -49,13 +53,14 @@ pub(crate) struct TopicMeta {
 }
 
 impl TopicMeta {
-    fn new(topic: &str, stream: String, partitions: u32) -> Self {
+    fn new(topic: &str, stored: &str, stream: String, partitions: u32) -> Self {
         let subjects = (0..partitions)
-            .map(|p| Subject::from(layout::partition_subject(topic, p)))
-            .chain([Subject::from(layout::unkeyed_subject(topic))])
+            .map(|p| Subject::from(layout::partition_subject(stored, p)))
+            .chain([Subject::from(layout::unkeyed_subject(stored))])
             .collect();
         TopicMeta {
             topic: topic.to_owned(),
+            stored: stored.to_owned(),
             stream,
             partitions,
             subjects,
@@ -70,6 +75,11 @@ impl TopicMeta {
             None => self.partitions as usize,
         };
         self.subjects[index].clone()
+    }
+
+    /// The subject of events without a partition key.
+    pub(crate) fn unkeyed_subject(&self) -> Subject {
+        self.subjects[self.partitions as usize].clone()
     }
 }
 
@@ -127,7 +137,14 @@ impl NatsBus {
     /// pull requests when it does, and publishes or acks attempted while it is down fail
     /// with [`BusError::Unavailable`] (a publish may be retried as is: see
     /// [`Publisher::publish`] on this type).
+    ///
+    /// A [`namespace`](NatsConfig#structfield.namespace) that is not a valid namespace is
+    /// refused with [`BusError::InvalidOptions`] before anything is sent.
     pub async fn connect(config: NatsConfig) -> Result<NatsBus, BusError> {
+        if let Some(ns) = &config.namespace {
+            layout::validate_namespace(ns)
+                .map_err(|why| BusError::InvalidOptions(format!("NatsConfig::namespace: {why}")))?;
+        }
         let (connected_tx, connections) = watch::channel(0u64);
         let connected_tx = Arc::new(connected_tx);
         let options = ConnectOptions::new()
@@ -213,12 +230,18 @@ impl NatsBus {
         &self.inner.client
     }
 
-    /// Deletes `topic`'s stream with its events and every group's consumers of it. Returns
-    /// whether there was one.
+    /// The namespace the bus's topics live in (the configured
+    /// [`namespace`](NatsConfig#structfield.namespace)).
+    pub fn namespace(&self) -> Option<&str> {
+        self.inner.namespace()
+    }
+
+    /// Deletes `topic`'s stream (in the bus's namespace) with its events and every group's
+    /// consumers of it. Returns whether there was one.
     pub async fn delete_topic(&self, topic: &str) -> Result<bool, BusError> {
         validate_topic(topic)?;
         self.inner.check_open()?;
-        let stream = layout::stream_name(topic);
+        let stream = layout::stream_name(&self.inner.stored(topic));
         self.forget_topic(topic);
         match self.inner.api.delete_stream(&stream).await {
             Ok(()) => Ok(true),
@@ -249,6 +272,16 @@ impl Drop for PublishGuard<'_> {
 }
 
 impl Inner {
+    /// The namespace the bus's topics live in.
+    pub(crate) fn namespace(&self) -> Option<&str> {
+        self.config.namespace.as_deref()
+    }
+
+    /// The name `topic` (or a pattern) is stored under: see [`layout::qualified_topic`].
+    pub(crate) fn stored<'a>(&self, topic: &'a str) -> std::borrow::Cow<'a, str> {
+        layout::qualified_topic(self.namespace(), topic)
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(AtomicOrdering::Acquire)
     }
@@ -293,7 +326,11 @@ impl Inner {
     }
 
     async fn open_topic(&self, topic: &str) -> Result<TopicMeta, BusError> {
-        let want = stream_config(topic, self.config.streams.settings_for(topic));
+        let want = stream_config(
+            self.namespace(),
+            topic,
+            self.config.streams.settings_for(topic),
+        );
         let info = match self.api.stream_info(&want.name).await {
             Ok(info) => info,
             Err(ApiError::NotFound(_)) => match self.api.create_stream(&want).await {
@@ -311,7 +348,7 @@ impl Inner {
                     return Err(BusError::Storage(format!(
                         "cannot create stream {} for topic `{topic}`: another stream on the server already takes subjects `{}` ({message}); remove or narrow that stream",
                         want.name,
-                        layout::stream_subjects(topic)
+                        layout::stream_subjects(&self.stored(topic))
                     )))
                 }
                 Err(e) => {
@@ -330,15 +367,22 @@ impl Inner {
         topic: &str,
         info: &stream::Info,
     ) -> Result<TopicMeta, BusError> {
-        match layout::parse_stream_description(info.config.description.as_deref()) {
+        let description = info.config.description.as_deref();
+        match layout::parse_stream_description_in(description, self.namespace()) {
             Some((named, partitions)) if named == topic => Ok(TopicMeta::new(
                 topic,
+                &self.stored(topic),
                 info.config.name.clone(),
                 partitions.max(1),
             )),
             _ => Err(BusError::Storage(format!(
-                "stream {} exists but does not hold OVASABI topic `{topic}` (its description is {:?}); remove it or use another topic name",
-                info.config.name, info.config.description
+                "stream {} exists but does not hold OVASABI topic `{topic}`{} (its description is {:?}); remove it or use another topic name",
+                info.config.name,
+                match self.namespace() {
+                    Some(ns) => format!(" of namespace `{ns}`"),
+                    None => String::new(),
+                },
+                info.config.description
             ))),
         }
     }
@@ -389,7 +433,7 @@ impl Inner {
                     // not serving it yet (a restarted server recovering its streams).
                     return Err(BusError::Unavailable(format!(
                         "JetStream does not answer on `{}` although stream {} exists; the server may be starting up (publishing again is safe)",
-                        layout::stream_subjects(topic),
+                        layout::stream_subjects(&meta.stored),
                         meta.stream
                     )));
                 }
@@ -664,9 +708,10 @@ impl Subscriber for NatsBus {
 
 #[async_trait]
 impl Bus for NatsBus {
-    /// Every OVASABI stream with its counts, and each durable group's position (the ack
-    /// floor of its consumers: a lower bound when acks are out of order) and lag (events
-    /// pending plus delivered-but-unacked, summed over the group's consumers).
+    /// Every OVASABI stream of the bus's namespace (or of none, without one) with its counts,
+    /// and each durable group's position (the ack floor of its consumers: a lower bound when
+    /// acks are out of order) and lag (events pending plus delivered-but-unacked, summed over
+    /// the group's consumers).
     async fn topics(&self) -> Result<Vec<TopicInfo>, BusError> {
         self.inner.check_open()?;
         let status = provision::status(self).await?;

@@ -60,6 +60,15 @@ pub struct NatsConfig {
     /// stopped pulling (a safety net: closing or dropping the subscription deletes them).
     /// Default 60 s.
     pub ephemeral_inactive_threshold: Duration,
+    /// The deployment's namespace on a shared server: with one, the bus's topics get
+    /// streams, subjects and consumers of their own (`user.events` is stored as
+    /// `_ns.<namespace>.user.events`, see [`crate::layout`]), invisible to buses of other
+    /// namespaces or of none; events, dead-letter topics, patterns and listings still use
+    /// the plain topic names. 1 to 64 characters of lower-case ASCII letters, digits and
+    /// `-`, starting with a letter or digit ([`crate::layout::validate_namespace`],
+    /// checked by [`NatsBus::connect`](crate::NatsBus::connect)). Default `None`: the
+    /// streams of plain topic names.
+    pub namespace: Option<String>,
 }
 
 impl NatsConfig {
@@ -82,6 +91,7 @@ impl NatsConfig {
             max_prefetch: 256,
             max_ack_pending: 20_000,
             ephemeral_inactive_threshold: Duration::from_secs(60),
+            namespace: None,
         }
     }
 
@@ -106,6 +116,13 @@ impl NatsConfig {
     /// Sets how often wildcard subscriptions look for new topics.
     pub fn discovery_interval(mut self, interval: Duration) -> Self {
         self.discovery_interval = interval;
+        self
+    }
+
+    /// Puts the bus's topics in namespace `ns` (see the
+    /// [`namespace`](NatsConfig#structfield.namespace) field).
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = Some(ns.into());
         self
     }
 

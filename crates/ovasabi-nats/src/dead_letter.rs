@@ -98,7 +98,7 @@ pub(crate) async fn dead_letter_raw(
     let ack = bus
         .api
         .js
-        .send_publish(layout::unkeyed_subject(&dlq), message)
+        .send_publish(meta.unkeyed_subject(), message)
         .await
         .map_err(|e| BusError::Unavailable(format!("dead-lettering to `{dlq}`: {e}")))?;
     ack.await

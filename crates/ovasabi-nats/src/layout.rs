@@ -8,12 +8,26 @@
 //! | offset `n` | stream sequence `n + 1` |
 //! | group `billing`, [`Ordering::PerKey`](ovasabi_core::Ordering::PerKey) | durable consumers `billing-p0` … `billing-p15` (one per partition, `MaxAckPending = 1`) and `billing-u` (unkeyed events) |
 //! | group `billing`, [`Ordering::None`](ovasabi_core::Ordering::None) | durable consumer `billing-all` on `user.events.*` |
+//! | topic `user.events` of a bus with [`namespace`](crate::NatsConfig::namespace()) `prod-eu` | stored as topic `_ns.prod-eu.user.events`: stream `OVASABI___ns_prod-eu_user_events`, subjects `_ns.prod-eu.user.events.*` (`….p<n>`, `….u`), description `ovasabi topic=user.events partitions=16 namespace=prod-eu` |
 //!
 //! Stream and consumer names may not hold `.`; a topic's stream name escapes `_` as `__` and
 //! turns `.` into `_`, which no other topic maps to (a topic token never starts with `_`).
 //! What a stream or consumer stands for is also written in its description
 //! (`ovasabi topic=user.events partitions=16`, `ovasabi group=billing`), which is what the bus
 //! reads back.
+//!
+//! # Namespaces
+//!
+//! A bus with a namespace `ns` ([`validate_namespace`]: lower-case letters, digits and `-`)
+//! stores a topic `T` as if it were the topic `_ns.<ns>.T` ([`qualified_topic`]): its stream,
+//! subjects and consumers are those of that name. No plain topic maps there, since a topic
+//! token never starts with `_`, and no other namespace does either, since a namespace holds
+//! neither `.` nor `_` (so its stream name `OVASABI___ns_<ns>_…` ends the namespace at the
+//! first `_`). The stream's description keeps the user-facing topic and adds the namespace
+//! ([`stream_description_in`]); the bus only takes up streams whose description names its own
+//! namespace, or none for a bus without one ([`parse_stream_description_in`]). Consumer names
+//! live inside streams and are the same in every namespace. Without a namespace every name is
+//! what it always was.
 
 /// Prefix of every stream the bus creates.
 pub const STREAM_PREFIX: &str = "OVASABI_";
@@ -21,6 +35,50 @@ pub const STREAM_PREFIX: &str = "OVASABI_";
 /// Longest stream name used as is; longer names are shortened with a hash (stream names are
 /// directory names on the server's disk).
 const MAX_STREAM_NAME: usize = 200;
+
+/// The first token of every namespaced topic's stored name: `_ns` (a topic token never
+/// starts with `_`, so no plain topic begins with it).
+pub const NAMESPACE_TOKEN: &str = "_ns";
+
+/// Longest namespace, in bytes.
+pub const MAX_NAMESPACE_LEN: usize = 64;
+
+/// Checks a namespace: 1 to [`MAX_NAMESPACE_LEN`] characters of lower-case ASCII letters,
+/// digits and `-`, starting with a letter or digit (`prod-eu`, `t-3f2a…`).
+pub fn validate_namespace(namespace: &str) -> Result<(), String> {
+    let rule = format!(
+        "a namespace is 1 to {MAX_NAMESPACE_LEN} characters of lower-case ASCII letters, digits and `-`, starting with a letter or digit"
+    );
+    let problem = if namespace.is_empty() {
+        Some("it is empty".to_owned())
+    } else if namespace.len() > MAX_NAMESPACE_LEN {
+        Some(format!("it is {} bytes long", namespace.len()))
+    } else if namespace.starts_with('-') {
+        Some("it starts with `-`".to_owned())
+    } else {
+        namespace
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+            .map(|bad| format!("character {bad:?} is not allowed"))
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(format!(
+            "invalid namespace {namespace:?}: {problem}; {rule}"
+        )),
+    }
+}
+
+/// The name `topic` is stored under in `namespace`: `_ns.<namespace>.<topic>`, or `topic`
+/// itself without a namespace. Streams, subjects and consumer filters of a namespaced topic
+/// are those of this name (`stream_name(&qualified_topic(ns, t))`, …). Also works for
+/// patterns (`*.events` → `_ns.<namespace>.*.events`).
+pub fn qualified_topic<'a>(namespace: Option<&str>, topic: &'a str) -> std::borrow::Cow<'a, str> {
+    match namespace {
+        None => std::borrow::Cow::Borrowed(topic),
+        Some(ns) => std::borrow::Cow::Owned(format!("{NAMESPACE_TOKEN}.{ns}.{topic}")),
+    }
+}
 
 /// The stream holding `topic`: `OVASABI_` and the topic with `_` doubled and `.` as `_`
 /// (`user.events` → `OVASABI_user_events`, `user_events` → `OVASABI_user__events`).
@@ -189,6 +247,15 @@ pub fn stream_description(topic: &str, partitions: u32) -> String {
     format!("ovasabi topic={topic} partitions={partitions}")
 }
 
+/// The description of a topic's stream in `namespace`: [`stream_description`], plus
+/// ` namespace=<namespace>` when there is one (without, exactly [`stream_description`]).
+pub fn stream_description_in(namespace: Option<&str>, topic: &str, partitions: u32) -> String {
+    match namespace {
+        None => stream_description(topic, partitions),
+        Some(ns) => format!("{} namespace={ns}", stream_description(topic, partitions)),
+    }
+}
+
 /// The description of a group's consumer.
 pub fn consumer_description(group: &str) -> String {
     format!("ovasabi group={group}")
@@ -203,11 +270,31 @@ pub fn description_field<'a>(description: Option<&'a str>, key: &str) -> Option<
     words.find_map(|w| w.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
 }
 
-/// The topic and partition count a stream's description names, if it is one of ours.
+/// The topic and partition count a stream's description names, if it is one of ours,
+/// whatever its namespace (see [`parse_stream_description_in`]).
 pub fn parse_stream_description(description: Option<&str>) -> Option<(String, u32)> {
     let topic = description_field(description, "topic")?;
     let partitions = description_field(description, "partitions")?.parse().ok()?;
     Some((topic.to_owned(), partitions))
+}
+
+/// The namespace a stream's description names (`None` for a stream of no namespace, or not
+/// one of ours).
+pub fn stream_namespace(description: Option<&str>) -> Option<&str> {
+    description_field(description, "namespace")
+}
+
+/// The topic and partition count a stream's description names, if it is one of ours and
+/// belongs to `namespace` (`None`: to no namespace). What a bus with that namespace reads
+/// back; a stream of another namespace, or of none for a namespaced bus, gives `None`.
+pub fn parse_stream_description_in(
+    description: Option<&str>,
+    namespace: Option<&str>,
+) -> Option<(String, u32)> {
+    if stream_namespace(description) != namespace {
+        return None;
+    }
+    parse_stream_description(description)
 }
 
 /// Percent-encodes what a `Nats-Msg-Id` header cannot hold plainly (space, `%`, control and
@@ -316,6 +403,150 @@ mod tests {
         assert_eq!(parse_stream_description(None), None);
         let d = consumer_description("billing.eu");
         assert_eq!(description_field(Some(&d), "group"), Some("billing.eu"));
+    }
+
+    #[test]
+    fn namespaces_are_validated() {
+        for ok in ["a", "prod-eu", "0", "t-0123456789abcdef", &"a".repeat(64)] {
+            assert_eq!(validate_namespace(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "A",
+            "a.b",
+            "a_b",
+            "a b",
+            "é",
+            "a*",
+            ">",
+            &"a".repeat(65),
+        ] {
+            let err = validate_namespace(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+            assert!(
+                err.contains("lower-case ASCII letters, digits and `-`"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn namespaced_names() {
+        assert_eq!(qualified_topic(None, "user.events"), "user.events");
+        let q = qualified_topic(Some("prod-eu"), "user.events");
+        assert_eq!(q, "_ns.prod-eu.user.events");
+        assert_eq!(stream_name(&q), "OVASABI___ns_prod-eu_user_events");
+        assert_eq!(stream_subjects(&q), "_ns.prod-eu.user.events.*");
+        assert_eq!(subject_for(&q, None, 16), "_ns.prod-eu.user.events.u");
+        assert_eq!(
+            subject_for(&q, Some("held"), 16),
+            format!("_ns.prod-eu.user.events.p{}", partition_of("held", 16))
+        );
+        assert_eq!(Lane::All.filter(&q), "_ns.prod-eu.user.events.*");
+        assert_eq!(
+            pattern_filter(&qualified_topic(Some("a"), "*.events")),
+            "_ns.a.*.events.*"
+        );
+        assert_eq!(pattern_filter(&qualified_topic(Some("a"), ">")), "_ns.a.>");
+    }
+
+    /// Whether a subject matches a NATS filter (`*` one token, `>` the rest).
+    fn subject_matches(filter: &str, subject: &str) -> bool {
+        let (mut f, mut s) = (filter.split('.'), subject.split('.'));
+        loop {
+            match (f.next(), s.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn namespaced_names_are_injective() {
+        let topics = [
+            "user.events",
+            "user_events",
+            "ns.user.events",
+            "ns.a.user.events",
+            "a.user.events",
+            "a-b.user.events",
+            "a.b.user.events",
+            "a-b",
+            "x",
+            "x.dlq",
+            "0.x",
+        ];
+        let namespaces = [
+            None,
+            Some("a"),
+            Some("a-b"),
+            Some("b"),
+            Some("ns"),
+            Some("0"),
+        ];
+        let mut streams = std::collections::HashMap::new();
+        let mut subjects: Vec<(String, (Option<&str>, &str))> = Vec::new();
+        for ns in namespaces {
+            for topic in topics {
+                let q = qualified_topic(ns, topic);
+                let name = stream_name(&q);
+                assert!(!name.contains('.'), "{name}");
+                assert_eq!(name.starts_with("OVASABI___ns_"), ns.is_some(), "{name}");
+                if let Some(before) = streams.insert(name.clone(), (ns, topic)) {
+                    panic!("{before:?} and {:?} share stream {name}", (ns, topic));
+                }
+                subjects.push((stream_subjects(&q), (ns, topic)));
+            }
+        }
+        // No stream's subjects overlap another's: every published subject has one home.
+        for (filter, owner) in &subjects {
+            for (other_filter, other) in &subjects {
+                if owner == other {
+                    continue;
+                }
+                let stem = other_filter.trim_end_matches(".*");
+                for subject in [format!("{stem}.u"), format!("{stem}.p3")] {
+                    assert!(
+                        !subject_matches(filter, &subject),
+                        "{owner:?}'s {filter} takes {other:?}'s {subject}"
+                    );
+                }
+            }
+        }
+        // Long topics stay distinct (and short enough) too.
+        let long = format!("{}.x", "a".repeat(240));
+        let plain = stream_name(&long);
+        let spaced = stream_name(&qualified_topic(Some(&"n".repeat(64)), &long));
+        assert!(spaced.len() <= MAX_STREAM_NAME && spaced.starts_with("OVASABI___ns_"));
+        assert_ne!(plain, spaced);
+    }
+
+    #[test]
+    fn namespaced_descriptions() {
+        let plain = stream_description_in(None, "t.x", 16);
+        assert_eq!(plain, stream_description("t.x", 16));
+        assert_eq!(plain, "ovasabi topic=t.x partitions=16");
+        let spaced = stream_description_in(Some("a-1"), "t.x", 4);
+        assert_eq!(spaced, "ovasabi topic=t.x partitions=4 namespace=a-1");
+        assert_eq!(stream_namespace(Some(&spaced)), Some("a-1"));
+        assert_eq!(stream_namespace(Some(&plain)), None);
+        let parsed = Some(("t.x".to_owned(), 4));
+        assert_eq!(
+            parse_stream_description_in(Some(&spaced), Some("a-1")),
+            parsed
+        );
+        assert_eq!(parse_stream_description_in(Some(&spaced), Some("a")), None);
+        assert_eq!(parse_stream_description_in(Some(&spaced), None), None);
+        assert_eq!(parse_stream_description_in(Some(&plain), Some("a-1")), None);
+        assert_eq!(
+            parse_stream_description_in(Some(&plain), None),
+            Some(("t.x".to_owned(), 16))
+        );
+        assert_eq!(parse_stream_description(Some(&spaced)), parsed);
     }
 
     #[test]

@@ -219,7 +219,8 @@ impl MemberShared {
     async fn discover(self: &Arc<Self>, start: &StartFrom) -> Result<(), BusError> {
         let api = &self.bus.api;
         for pattern in self.spec.patterns.iter().filter(|p| p.is_wildcard()) {
-            let filter = layout::pattern_filter(pattern.as_str());
+            // In a namespace, the pattern is looked for among the namespace's subjects.
+            let filter = layout::pattern_filter(&self.bus.stored(pattern.as_str()));
             let names = api
                 .stream_names(Some(&filter))
                 .await
@@ -235,7 +236,9 @@ impl MemberShared {
                     Err(ApiError::NotFound(_)) => continue,
                     Err(e) => return Err(e.into_bus(&format!("reading stream {name}"))),
                 };
-                match layout::parse_stream_description(info.config.description.as_deref()) {
+                // Only streams of the bus's own namespace (or of none, without one).
+                let description = info.config.description.as_deref();
+                match layout::parse_stream_description_in(description, self.bus.namespace()) {
                     Some((topic, _)) if pattern.matches(&topic) => {
                         let meta = self.bus.meta_from_info(&topic, &info)?;
                         self.attach(&meta, start).await?;
@@ -358,7 +361,7 @@ impl MemberShared {
             // Unlimited: the bus counts deliveries itself and dead-letters an event once it
             // exceeds max_deliveries, so no event is ever dropped by the server unnoticed.
             max_deliver: -1,
-            filter_subject: lane.filter(&meta.topic),
+            filter_subject: lane.filter(&meta.stored),
             replay_policy: ReplayPolicy::Instant,
             max_ack_pending: if lane.is_ordered() {
                 1

@@ -149,15 +149,22 @@ impl ProvisionConfig {
     }
 }
 
-/// The stream configuration of `topic` with `settings`.
-pub(crate) fn stream_config(topic: &str, settings: &TopicSettings) -> stream::Config {
+/// The stream configuration of `topic` in `namespace` (`None`: no namespace) with
+/// `settings`.
+pub(crate) fn stream_config(
+    namespace: Option<&str>,
+    topic: &str,
+    settings: &TopicSettings,
+) -> stream::Config {
+    let stored = layout::qualified_topic(namespace, topic);
     stream::Config {
-        name: layout::stream_name(topic),
-        description: Some(layout::stream_description(
+        name: layout::stream_name(&stored),
+        description: Some(layout::stream_description_in(
+            namespace,
             topic,
             settings.partitions.max(1),
         )),
-        subjects: vec![layout::stream_subjects(topic)],
+        subjects: vec![layout::stream_subjects(&stored)],
         retention: RetentionPolicy::Limits,
         discard: DiscardPolicy::Old,
         storage: settings.storage.to_nats(),
@@ -222,7 +229,9 @@ impl fmt::Display for ProvisionChange {
 }
 
 /// Creates or updates the streams of `topics` (and their dead-letter topics, when
-/// `config.dead_letter_topics`) so they have the settings `config` gives them.
+/// `config.dead_letter_topics`) so they have the settings `config` gives them. The streams
+/// are those of the bus's [`namespace`](crate::NatsConfig#structfield.namespace); topics
+/// are reported by their plain names.
 ///
 /// Idempotent: a stream that already matches is left alone and reported
 /// [`Unchanged`](ProvisionAction::Unchanged). The partition count and the storage type are
@@ -257,7 +266,7 @@ async fn provision_one(
     settings: &TopicSettings,
 ) -> Result<ProvisionChange, BusError> {
     let api = bus.api();
-    let want = stream_config(topic, settings);
+    let want = stream_config(bus.namespace(), topic, settings);
     let stream = want.name.clone();
     let change = |action| ProvisionChange {
         topic: topic.to_owned(),
@@ -278,7 +287,9 @@ async fn provision_one(
         Err(e) => return Err(e.into_bus(&format!("reading stream {stream}"))),
     };
     let have = existing.config;
-    if let Some((_, partitions)) = layout::parse_stream_description(have.description.as_deref()) {
+    if let Some((_, partitions)) =
+        layout::parse_stream_description_in(have.description.as_deref(), bus.namespace())
+    {
         if partitions != settings.partitions.max(1) {
             return Err(BusError::InvalidOptions(format!(
                 "topic `{topic}` (stream {stream}) has {partitions} partitions; the count is fixed when the stream is created (changing it would move keys between partitions and break their order), so {} cannot be applied: keep {partitions}, or move to a new topic",
@@ -452,17 +463,22 @@ impl fmt::Display for Status {
     }
 }
 
-/// Every OVASABI stream on the server with its consumers and counts.
+/// Every OVASABI stream on the server with its consumers and counts: those of the bus's
+/// [`namespace`](crate::NatsConfig#structfield.namespace) with one (listed by their plain
+/// topic names), those of no namespace without.
 pub async fn status(bus: &NatsBus) -> Result<Status, BusError> {
     let api = bus.api();
+    let namespace = bus.namespace();
+    // A namespace's streams all take subjects under `_ns.<namespace>.`.
+    let filter = namespace.map(|_| layout::qualified_topic(namespace, ">"));
     let infos = api
-        .streams(None)
+        .streams(filter.as_deref())
         .await
         .map_err(|e| e.into_bus("listing streams"))?;
     let ours: Vec<(String, u32, stream::Info)> = infos
         .into_iter()
         .filter_map(|info| {
-            layout::parse_stream_description(info.config.description.as_deref())
+            layout::parse_stream_description_in(info.config.description.as_deref(), namespace)
                 .map(|(topic, partitions)| (topic, partitions, info))
         })
         .collect();
@@ -547,7 +563,7 @@ mod tests {
 
     #[test]
     fn stream_config_follows_the_settings() {
-        let c = stream_config("user.events", &TopicSettings::default());
+        let c = stream_config(None, "user.events", &TopicSettings::default());
         assert_eq!(c.name, "OVASABI_user_events");
         assert_eq!(c.subjects, vec!["user.events.*".to_owned()]);
         assert_eq!(c.max_bytes, -1);
@@ -557,6 +573,7 @@ mod tests {
             Some(("user.events".to_owned(), 16))
         );
         let forever = stream_config(
+            None,
             "t",
             &TopicSettings {
                 max_age: None,
@@ -566,5 +583,24 @@ mod tests {
         );
         assert_eq!(forever.max_age, Duration::ZERO);
         assert_eq!(forever.max_bytes, 10);
+    }
+
+    #[test]
+    fn stream_config_in_a_namespace() {
+        let c = stream_config(Some("prod-eu"), "user.events", &TopicSettings::default());
+        assert_eq!(c.name, "OVASABI___ns_prod-eu_user_events");
+        assert_eq!(c.subjects, vec!["_ns.prod-eu.user.events.*".to_owned()]);
+        assert_eq!(
+            c.description.as_deref(),
+            Some("ovasabi topic=user.events partitions=16 namespace=prod-eu")
+        );
+        assert_eq!(
+            layout::parse_stream_description_in(c.description.as_deref(), Some("prod-eu")),
+            Some(("user.events".to_owned(), 16))
+        );
+        assert_eq!(
+            layout::parse_stream_description_in(c.description.as_deref(), None),
+            None
+        );
     }
 }

@@ -8,6 +8,10 @@
 //! ([`Backend::teardown`]). As a backstop (a test process killed midway), the first bus
 //! opened also deletes conformance streams left from runs more than 15 minutes old. Stress
 //! mode: `OVASABI_STRESS=1 cargo test -p ovasabi-nats --test conformance stress_10x`.
+//!
+//! The whole suite runs twice: once without a namespace (the tests at the top level) and once
+//! with one (`NatsConfig::namespace`, the tests in `namespaced::`; each scenario in a
+//! namespace of its own, `conf-<token>`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -23,19 +27,44 @@ use ovasabi_nats::{NatsBus, NatsConfig};
 /// NATS at the tests' server.
 struct Nats {
     server: ServerProbe,
+    /// The buses' namespace, if any.
+    namespace: Option<String>,
 }
+
+/// The first part of the conformance runs' namespaces.
+const NAMESPACE_PREFIX: &str = "conf-";
 
 impl Nats {
     /// The backend, or `None` (the skip printed) when no server is reachable.
     fn available() -> Option<Nats> {
-        server_or_skip("the NATS conformance suite").map(|server| Nats { server })
+        server_or_skip("the NATS conformance suite").map(|server| Nats {
+            server,
+            namespace: None,
+        })
+    }
+
+    /// The backend with buses in a namespace of their own, or `None` as [`Nats::available`].
+    fn namespaced() -> Option<Nats> {
+        let token = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        server_or_skip("the namespaced NATS conformance suite").map(|server| Nats {
+            server,
+            namespace: Some(format!("{NAMESPACE_PREFIX}{token}")),
+        })
+    }
+
+    fn config(&self) -> NatsConfig {
+        let config = NatsConfig::new(&self.server.url);
+        match &self.namespace {
+            Some(ns) => config.namespace(ns),
+            None => config,
+        }
     }
 }
 
 #[ovasabi_conformance::async_trait]
 impl Backend for Nats {
     async fn open(&self) -> Result<Arc<dyn Bus>, BusError> {
-        let bus = NatsBus::connect(NatsConfig::new(&self.server.url)).await?;
+        let bus = NatsBus::connect(self.config()).await?;
         remove_stale_streams(&bus).await;
         Ok(Arc::new(bus))
     }
@@ -65,7 +94,8 @@ impl Backend for Nats {
             .for_each_concurrent(16, |topic| {
                 let js = js.clone();
                 async move {
-                    let stream = layout::stream_name(topic);
+                    let stored = layout::qualified_topic(self.namespace.as_deref(), topic);
+                    let stream = layout::stream_name(&stored);
                     if let Err(e) = js.delete_stream(&stream).await {
                         if !e.to_string().contains("not found") {
                             println!("note: deleting stream {stream} of `{topic}`: {e}");
@@ -78,9 +108,9 @@ impl Backend for Nats {
     }
 }
 
-/// Deletes conformance streams (`OVASABI_conf_…`) created more than 15 minutes ago (no
-/// scenario runs that long), once per test process and for at most 15 s: a backstop for runs
-/// killed before their teardown.
+/// Deletes conformance streams (`OVASABI_conf_…`, and `OVASABI___ns_conf-…` of the
+/// namespaced runs) created more than 15 minutes ago (no scenario runs that long), once per
+/// test process and for at most 15 s: a backstop for runs killed before their teardown.
 async fn remove_stale_streams(bus: &NatsBus) {
     use futures::{StreamExt, TryStreamExt};
     static DONE: OnceLock<()> = OnceLock::new();
@@ -95,7 +125,13 @@ async fn remove_stale_streams(bus: &NatsBus) {
         };
         let stale: Vec<String> = streams
             .into_iter()
-            .filter(|info| info.config.name.starts_with("OVASABI_conf_") && info.created < cutoff)
+            .filter(|info| {
+                let name = &info.config.name;
+                // A namespace's streams are `OVASABI___ns_<namespace>_…`.
+                let namespaced = format!("OVASABI___ns_{NAMESPACE_PREFIX}");
+                (name.starts_with("OVASABI_conf_") || name.starts_with(&namespaced))
+                    && info.created < cutoff
+            })
             .map(|info| info.config.name)
             .collect();
         futures::stream::iter(stale)
@@ -111,3 +147,8 @@ async fn remove_stale_streams(bus: &NatsBus) {
 }
 
 ovasabi_conformance::conformance_tests!(available: Nats::available());
+
+/// The suite again, each scenario's buses in a namespace of their own.
+mod namespaced {
+    ovasabi_conformance::conformance_tests!(available: super::Nats::namespaced());
+}

@@ -243,7 +243,7 @@ async fn bare_store(
             let store = Store::open(&config, &migrations).await.unwrap();
             Some((store, None, Some(dir)))
         }
-        Db::Postgres => {
+        Db::Postgres | Db::NatsPostgres => {
             let schema = ovasabi_store::testing::postgres_or_skip(test).await?;
             let store = Store::open(&schema.config(), &migrations).await.unwrap();
             Some((store, Some(schema), None))

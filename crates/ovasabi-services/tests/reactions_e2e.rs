@@ -4,7 +4,8 @@
 //! the analytics count it all, the blocked post is hidden, the suspicious order held, the
 //! failed payment leaves the order unpaid and unrewarded, the coins spent on it come back
 //! when it is cancelled, and the audit trail verifies — then fails once an entry is
-//! changed. On SQLite and on PostgreSQL (embedded bus).
+//! changed. On SQLite and on PostgreSQL (embedded bus), and on NATS JetStream and PostgreSQL
+//! (in a namespace of the test's own).
 
 #[macro_use]
 mod common;
@@ -20,7 +21,7 @@ use serde_json::{json, Value};
 
 use common::{order_of, start, Db};
 
-on_both!(users_orders_and_posts_set_every_reactor_going);
+on_all!(users_orders_and_posts_set_every_reactor_going);
 
 async fn users_orders_and_posts_set_every_reactor_going(db: Db) {
     let services = ovasabi_services::catalog(&Default::default());

@@ -16,7 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use ovasabi_core::{DeliveryInfo, Event, TopicPattern};
-use ovasabi_events::commerce::{OrderPlaced, OrderShipped, PaymentCompleted, PaymentFailed};
+use ovasabi_events::commerce::{
+    OrderCancelled, OrderPlaced, OrderShipped, PaymentCompleted, PaymentFailed,
+};
+use ovasabi_events::content::{ContentPosted, ReactionAdded};
 use ovasabi_events::messaging::MessageSent;
 use ovasabi_events::users::{UserDeleted, UserRegistered};
 use ovasabi_events::{DomainEvent, Money};
@@ -36,7 +39,7 @@ use serde_json::{json, Value};
 use common::Db;
 
 on_both!(
-    the_wallet_messaging_and_notifications_reach_the_same_state_from_any_order,
+    the_wallet_messaging_notifications_and_analytics_reach_the_same_state_from_any_order,
     hold_back_and_last_write_wins_reach_the_in_order_state,
     an_event_held_back_too_long_is_dead_lettered_naming_the_gap,
 );
@@ -51,7 +54,7 @@ async fn fresh_store(db: Db, sets: &[MigrationSet], test: &str) -> Option<(Store
                 .unwrap();
             Some((store, Guard::Dir(dir)))
         }
-        Db::Postgres => {
+        Db::Postgres | Db::NatsPostgres => {
             let schema = ovasabi_store::testing::postgres_or_skip(test).await?;
             let store = Store::open(&schema.config(), sets).await.unwrap();
             Some((store, Guard::Schema(schema)))
@@ -87,7 +90,8 @@ fn at(minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 10, minute, 0).unwrap()
 }
 
-/// What the producers would publish: registrations, orders and their payments, deletions.
+/// What the producers would publish: registrations, posts and reactions, orders and their
+/// payments, shipments and cancellations, messages, deletions.
 fn producers_stream() -> Vec<(String, Event)> {
     let mut numbering = Numbering::default();
     let mut stream = Vec::new();
@@ -114,6 +118,21 @@ fn producers_stream() -> Vec<(String, Event)> {
             stream.push(numbering.event(&paid, "/ovasabi/commerce", format!("paid-{o}")));
         }
     }
+    for c in 0..4u32 {
+        let mut posted = ContentPosted::examples().remove(0);
+        posted.content_id = format!("post{c}");
+        posted.author_id = format!("u{c}");
+        posted.posted_at = at(20 + c);
+        stream.push(numbering.event(&posted, "/ovasabi/content", format!("posted-{c}")));
+        for r in 0..c {
+            let mut reacted = ReactionAdded::examples().remove(0);
+            reacted.reaction_id = format!("r{c}-{r}");
+            reacted.content_id = format!("post{c}");
+            reacted.comment_id = None;
+            reacted.user_id = format!("u{r}");
+            stream.push(numbering.event(&reacted, "/ovasabi/content", format!("reacted-{c}-{r}")));
+        }
+    }
     for (m, (from, to)) in [(0, 1), (1, 0), (2, 3), (7, 6)].into_iter().enumerate() {
         let mut sent = MessageSent::examples().remove(0);
         sent.message_id = format!("m{m}");
@@ -130,6 +149,9 @@ fn producers_stream() -> Vec<(String, Event)> {
             failed.order_id = format!("o{o}");
             failed.payment_id = format!("pf{o}");
             stream.push(numbering.event(&failed, "/ovasabi/commerce", format!("failed-{o}")));
+            let mut cancelled = OrderCancelled::examples().remove(0);
+            cancelled.order_id = format!("o{o}");
+            stream.push(numbering.event(&cancelled, "/ovasabi/commerce", format!("cancelled-{o}")));
         } else if o % 2 == 0 {
             let mut shipped = OrderShipped::examples().remove(0);
             shipped.order_id = format!("o{o}");
@@ -239,28 +261,33 @@ async fn rows(store: &Store, sql: &str, skip: &[&str]) -> Vec<Value> {
     out
 }
 
-/// The wallet's, messaging's and notifications' state, without times, running balances
-/// and per-user numbers (all set by the order effects ran in).
+/// The wallet's, messaging's, notifications' and analytics' state, without times, running
+/// balances and per-user numbers (all set by the order effects ran in).
 async fn reactor_state(store: &Store) -> Value {
     json!({
         "balances": rows(store, "SELECT user_id, balance, closed_at IS NOT NULL AS closed FROM wallet_balances", &[]).await,
         "ledger": rows(store, "SELECT user_id, delta, kind, reason, reference_id FROM wallet_ledger", &[]).await,
         "orders": rows(store, "SELECT order_id, customer_id FROM wallet_orders", &[]).await,
+        "order_coins": rows(store, "SELECT order_id, closed_reason, cause_event_id FROM wallet_order_coins", &[]).await,
         "outbox": rows(store, "SELECT event_id, topic, aggregate FROM outbox", &[]).await,
         "messaging_users": rows(store, "SELECT user_id, registered_at, deleted_at FROM messaging_users", &[]).await,
         "notifications": rows(store, "SELECT id, user_id, category, title, body, cause_event_id FROM notifications", &[]).await,
         "dispatch": rows(store, "SELECT notification_id, channel, status FROM notification_dispatch", &[]).await,
         "notification_orders": rows(store, "SELECT order_id, customer_id FROM notification_orders", &[]).await,
+        "analytics_minutes": rows(store, "SELECT metric, minute, value FROM analytics_minutes", &[]).await,
+        "analytics_active": rows(store, "SELECT user_id, minute FROM analytics_active", &[]).await,
+        "analytics_engagement": rows(store, "SELECT content_id, minute, score FROM analytics_engagement", &[]).await,
     })
 }
 
-/// The wallet's, messaging's and notifications' consumers on a fresh database, fed
-/// `deliveries`; their final state.
+/// The wallet's, messaging's, notifications' and analytics' consumers on a fresh database,
+/// fed `deliveries`; their final state.
 async fn run_services(db: Db, deliveries: Vec<(String, Event)>, rng: &mut StdRng) -> Option<Value> {
     let services: Vec<Arc<dyn Service>> = vec![
         Arc::new(ovasabi_services::wallet::WalletService),
         Arc::new(ovasabi_services::messaging::MessagingService),
         Arc::new(ovasabi_services::notifications::NotificationsService::default()),
+        Arc::new(ovasabi_services::analytics::AnalyticsService::default()),
     ];
     let sets: Vec<MigrationSet> = services.iter().map(|s| s.migrations()).collect();
     let (store, _guard) = fresh_store(db, &sets, "reactors_services").await?;
@@ -288,14 +315,16 @@ async fn run_services(db: Db, deliveries: Vec<(String, Event)>, rng: &mut StdRng
     }
     assert_eq!(
         handlers.len(),
-        3,
-        "the wallet's, messaging's and notifications' consumers"
+        4,
+        "the wallet's, messaging's, notifications' and analytics' consumers"
     );
     feed(&handlers, deliveries, rng).await;
     Some(reactor_state(&store).await)
 }
 
-async fn the_wallet_messaging_and_notifications_reach_the_same_state_from_any_order(db: Db) {
+async fn the_wallet_messaging_notifications_and_analytics_reach_the_same_state_from_any_order(
+    db: Db,
+) {
     let stream = producers_stream();
     let mut rng = StdRng::seed_from_u64(0x0A5AB1);
     let Some(expected) = run_services(db, in_order(&stream), &mut rng).await else {
@@ -307,6 +336,14 @@ async fn the_wallet_messaging_and_notifications_reach_the_same_state_from_any_or
     assert!(!expected["ledger"].as_array().unwrap().is_empty());
     // 8 welcomes, 4 messages, 3 failed payments, 3 shipments.
     assert_eq!(expected["notifications"].as_array().unwrap().len(), 18);
+    // Counted: 8 sign-ups, 4 posts, 6 reactions, 10 orders…
+    let minutes = expected["analytics_minutes"].to_string();
+    for metric in ["signups", "posts", "reactions", "orders", "payments_failed"] {
+        assert!(
+            minutes.contains(&format!("\"{metric}\"")),
+            "{metric}: {minutes}"
+        );
+    }
     for round in 0..6u64 {
         let seed = 1000 + round;
         let mut rng = StdRng::seed_from_u64(seed);

@@ -64,10 +64,24 @@ pub(crate) enum BusChoice {
     Nats(String),
 }
 
-/// Parses `--bus` / `OVASABI_BUS`.
+/// `--namespace` / `OVASABI_NAMESPACE`, when given (empty counts as not given).
+fn namespace(global: &Global) -> Option<&str> {
+    global
+        .namespace
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+}
+
+/// Parses `--bus` / `OVASABI_BUS` (and checks `--namespace` goes with it).
 pub(crate) fn bus_choice(global: &Global) -> Result<BusChoice, Failure> {
     let bus = global.bus.trim();
     if bus == "embedded" {
+        if let Some(ns) = namespace(global) {
+            return Err(Failure::usage(format!(
+                "--namespace `{ns}` (or OVASABI_NAMESPACE) applies to NATS; the embedded bus keeps each deployment in its own --data-dir: drop the namespace, or pass --bus nats://HOST:4222"
+            )));
+        }
         Ok(BusChoice::Embedded)
     } else if bus.starts_with("nats://") || bus.starts_with("tls://") {
         Ok(BusChoice::Nats(bus.to_owned()))
@@ -83,7 +97,12 @@ pub(crate) async fn open_nats(
     global: &Global,
     url: &str,
 ) -> Result<ovasabi_nats::NatsBus, Failure> {
-    let config = ovasabi_nats::NatsConfig::new(url).max_data_bytes(global.max_event_bytes);
+    let mut config = ovasabi_nats::NatsConfig::new(url).max_data_bytes(global.max_event_bytes);
+    if let Some(ns) = namespace(global) {
+        ovasabi_nats::layout::validate_namespace(ns)
+            .map_err(|why| Failure::usage(format!("--namespace (or OVASABI_NAMESPACE): {why}")))?;
+        config = config.namespace(ns);
+    }
     Ok(ovasabi_nats::NatsBus::connect(config).await?)
 }
 

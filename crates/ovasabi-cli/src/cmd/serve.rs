@@ -163,7 +163,10 @@ async fn run(
     let database = store_config(global)?;
     let bus_name = match bus_choice(global)? {
         BusChoice::Embedded => format!("embedded bus in {}", data_dir(global).display()),
-        BusChoice::Nats(url) => format!("NATS JetStream at {url}"),
+        BusChoice::Nats(url) => match global.namespace.as_deref().map(str::trim) {
+            Some(ns) if !ns.is_empty() => format!("NATS JetStream at {url}, namespace {ns}"),
+            _ => format!("NATS JetStream at {url}"),
+        },
     };
     let bus = open_bus_with(global, registry).await?;
     eprintln!("ovasabi {}", env!("CARGO_PKG_VERSION"));

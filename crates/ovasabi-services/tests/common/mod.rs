@@ -232,18 +232,24 @@ pub fn order_of(customer: &str, amount_minor: i64) -> Value {
     })
 }
 
-/// The database a scenario runs on.
+/// The database (and bus) a scenario runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Db {
+    /// SQLite and the embedded bus.
     Sqlite,
+    /// PostgreSQL and the embedded bus.
     Postgres,
+    /// PostgreSQL and NATS JetStream, in a namespace of the test's own (deleted at the end).
+    NatsPostgres,
 }
 
-/// A platform, and the PostgreSQL schema and bus directory it lives on.
+/// A platform, and the PostgreSQL schema, bus directory or NATS namespace it lives on.
 pub struct Running {
     platform: Platform,
     _schema: Option<ovasabi_store::testing::TestSchema>,
     _dir: Option<tempfile::TempDir>,
+    /// The NATS server and namespace, whose streams `stop` deletes.
+    nats: Option<(String, String)>,
 }
 
 impl std::ops::Deref for Running {
@@ -257,6 +263,18 @@ impl std::ops::Deref for Running {
 impl Running {
     pub async fn stop(self) {
         self.platform.stop().await;
+        if let Some((url, namespace)) = self.nats {
+            let bus = ovasabi_nats::NatsBus::connect(
+                ovasabi_nats::NatsConfig::new(&url).namespace(namespace),
+            )
+            .await
+            .unwrap();
+            let status = ovasabi_nats::provision::status(&bus).await.unwrap();
+            for stream in &status.streams {
+                bus.delete_topic(&stream.topic).await.unwrap();
+            }
+            let _ = bus.close().await;
+        }
     }
 }
 
@@ -271,7 +289,26 @@ pub async fn start(
             platform: Platform::embedded(services).await,
             _schema: None,
             _dir: None,
+            nats: None,
         }),
+        Db::NatsPostgres => {
+            let server = ovasabi_nats::testing::server_or_skip(test)?;
+            let schema = ovasabi_store::testing::postgres_or_skip(test).await?;
+            let namespace = format!("t-{}", uuid::Uuid::new_v4().simple());
+            let bus: Arc<dyn ovasabi_core::Bus> = Arc::new(
+                ovasabi_nats::NatsBus::connect(
+                    ovasabi_nats::NatsConfig::new(&server.url).namespace(namespace.clone()),
+                )
+                .await
+                .unwrap(),
+            );
+            Some(Running {
+                platform: Platform::start(services, bus, schema.config()).await,
+                _schema: Some(schema),
+                _dir: None,
+                nats: Some((server.url, namespace)),
+            })
+        }
         Db::Postgres => {
             let schema = ovasabi_store::testing::postgres_or_skip(test).await?;
             let dir = tempfile::tempdir().unwrap();
@@ -286,12 +323,14 @@ pub async fn start(
                 platform: Platform::start(services, bus, schema.config()).await,
                 _schema: Some(schema),
                 _dir: Some(dir),
+                nats: None,
             })
         }
     }
 }
 
-/// A test per scenario and database: `sqlite::<scenario>`, `postgresql::<scenario>`.
+/// A test per scenario and database: `sqlite::<scenario>`, `postgresql::<scenario>` (both on
+/// the embedded bus).
 macro_rules! on_both {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -307,6 +346,21 @@ macro_rules! on_both {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     super::$scenario(super::Db::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+/// [`on_both!`], and `nats_postgresql::<scenario>` on NATS JetStream and PostgreSQL.
+macro_rules! on_all {
+    ($($scenario:ident),* $(,)?) => {
+        on_both!($($scenario),*);
+        mod nats_postgresql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Db::NatsPostgres).await;
                 }
             )*
         }
