@@ -14,8 +14,9 @@
 //!   closed when `user.deleted` arrives (no transfers to or from it afterwards).
 //! - `wallet_ledger`: every movement, one row per wallet touched (a transfer writes two),
 //!   with the balance after it: the balance is always the sum of the wallet's entries.
-//! - `wallet_orders`: who placed each order (from `order.placed`), since
-//!   `payment.completed` names the order, not the customer.
+//! - `wallet_orders`: who placed each order (from `order.placed`) and what was paid for it
+//!   (from `payment.completed`), since `order.shipped` names the order, not the customer or
+//!   the amount.
 //! - `wallet_order_coins`: per order, whether it still takes coins (closed once cancelled,
 //!   refunded or held for fraud review, with the cause); `wallet_spends`: the coins spent on
 //!   each order and, once given back, the refund that did it.
@@ -54,8 +55,11 @@
 //!
 //! - `user.registered` → [`SIGNUP_BONUS`] coins (`signup_bonus`);
 //! - `order.placed` → remembers the order's customer;
-//! - `payment.completed` → one coin per [`MINOR_UNITS_PER_COIN`] minor units paid, in any
-//!   currency, rounded down (`order_reward`); nothing under one coin;
+//! - `payment.completed` → remembers what was paid;
+//! - `order.shipped` → the order's reward, the last step of the order saga: one coin per
+//!   [`MINOR_UNITS_PER_COIN`] minor units paid, in any currency, rounded down
+//!   (`order_reward`); nothing under one coin. Rewarding the shipment rather than the
+//!   payment means a paid order cancelled before it ships earns nothing;
 //! - `user.deleted` → closes the wallet;
 //! - `order.cancelled`, `payment.refunded`, `fraud.hold_placed` on an order → gives back
 //!   the coins spent on the order (above);
@@ -70,8 +74,8 @@
 //! `causationid` = the input's id and the input's `correlationid` (or its id when it has
 //! none), and continues its trace. An input whose payload does not read as its type is
 //! dead-lettered at once. A payment for an order the wallet has not seen placed yet (its
-//! `order.placed` redelivered behind it) is retried, and dead-lettered when deliveries run
-//! out, its error naming the order.
+//! `order.placed` redelivered behind it), or a shipment of an order it has not seen paid, is
+//! retried, and dead-lettered when deliveries run out, its error naming the order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,7 +89,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use ovasabi_core::{Event, Ordering};
-use ovasabi_events::commerce::{OrderCancelled, OrderPlaced, PaymentCompleted, PaymentRefunded};
+use ovasabi_events::commerce::{
+    OrderCancelled, OrderPlaced, OrderShipped, PaymentCompleted, PaymentRefunded,
+};
 use ovasabi_events::moderation::{FraudHoldPlaced, HoldTarget};
 use ovasabi_events::users::{UserDeleted, UserRegistered};
 use ovasabi_events::wallet::{
@@ -162,8 +168,9 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
         ),
         Migration::new(
             2,
-            "wallet_order_coins, wallet_spends: coins spent on orders and their refunds",
-            "CREATE TABLE wallet_order_coins (
+            "wallet_order_coins, wallet_spends: coins spent on orders and their refunds; wallet_orders.paid_minor",
+            "ALTER TABLE wallet_orders ADD COLUMN paid_minor BIGINT;
+        CREATE TABLE wallet_order_coins (
             order_id TEXT PRIMARY KEY,
             closed_reason TEXT,
             cause_event_id TEXT,
@@ -834,8 +841,10 @@ enum Action {
         amount: i64,
         reason: RewardReason,
     },
-    /// Reward a payment's customer, found in `wallet_orders`.
-    RewardPayment { order_id: String, coins: i64 },
+    /// Remember what was paid for an order.
+    RecordPayment { order_id: String, paid_minor: i64 },
+    /// Reward a shipped order's customer, found in `wallet_orders` with what was paid.
+    RewardShipment { order_id: String },
     /// Remember an order's customer.
     RememberOrder {
         order_id: String,
@@ -883,11 +892,14 @@ impl Action {
             }
             PaymentCompleted::TYPE => {
                 let payment: PaymentCompleted = payload(event)?;
-                Action::RewardPayment {
+                Action::RecordPayment {
                     order_id: payment.order_id,
-                    coins: payment.amount.amount_minor / MINOR_UNITS_PER_COIN,
+                    paid_minor: payment.amount.amount_minor,
                 }
             }
+            OrderShipped::TYPE => Action::RewardShipment {
+                order_id: payload::<OrderShipped>(event)?.order_id,
+            },
             OrderCancelled::TYPE => Action::RefundOrder {
                 order_id: payload::<OrderCancelled>(event)?.order_id,
                 reason: CoinRefundReason::OrderCancelled,
@@ -926,24 +938,48 @@ impl Rewards {
                 amount,
                 reason,
             } => mint(tx, cause, &user_id, amount, reason).await,
-            Action::RewardPayment { order_id, coins } => {
-                let customer = tx
+            Action::RecordPayment {
+                order_id,
+                paid_minor,
+            } => {
+                let known = tx
+                    .execute(
+                        "UPDATE wallet_orders SET paid_minor = $2 WHERE order_id = $1",
+                        params![order_id.as_str(), paid_minor],
+                    )
+                    .await
+                    .map_err(&failed)?;
+                if known == 0 {
+                    return Err(HandlerError::transient(format!(
+                        "payment.completed {} for order {order_id}: the wallet has not seen that order placed, so it cannot reward its shipment later; if this persists, replay the order's order.placed, then redrive this event",
+                        cause.id
+                    )));
+                }
+                Ok(false)
+            }
+            Action::RewardShipment { order_id } => {
+                let order = tx
                     .query_opt(
-                        "SELECT customer_id FROM wallet_orders WHERE order_id = $1",
+                        "SELECT customer_id, paid_minor FROM wallet_orders WHERE order_id = $1",
                         params![order_id.as_str()],
                     )
                     .await
                     .map_err(&failed)?;
-                let Some(customer) = customer else {
+                let paid = match &order {
+                    Some(row) => row.get::<Option<i64>>("paid_minor").map_err(&failed)?,
+                    None => None,
+                };
+                let (Some(order), Some(paid)) = (order, paid) else {
                     return Err(HandlerError::transient(format!(
-                        "payment.completed {} for order {order_id}: the wallet has not seen that order placed, so it cannot tell whom to reward yet; if this persists, replay the order's order.placed, then redrive this event",
+                        "order.shipped {} for order {order_id}: the wallet has not seen that order placed and paid, so it cannot tell whom to reward, nor how much; if this persists, replay the order's order.placed and payment.completed, then redrive this event",
                         cause.id
                     )));
                 };
+                let coins = paid / MINOR_UNITS_PER_COIN;
                 if coins < 1 {
                     return Ok(false);
                 }
-                let customer: String = customer.get("customer_id").map_err(&failed)?;
+                let customer: String = order.get("customer_id").map_err(&failed)?;
                 mint(tx, cause, &customer, coins, RewardReason::OrderReward).await
             }
             Action::RememberOrder {

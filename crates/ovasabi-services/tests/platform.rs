@@ -186,6 +186,7 @@ const REGISTERED_ADA: usize = 0;
 const REGISTERED_BO: usize = 1;
 const ORDER_PLACED: usize = 5;
 const PAYMENT_COMPLETED: usize = 6;
+const ORDER_SHIPPED: usize = 7;
 const MINED_SIGNUP_ADA: usize = 9;
 const MINED_SIGNUP_BO: usize = 10;
 const MINED_ORDER_REWARD: usize = 11;
@@ -456,7 +457,7 @@ async fn journey(platform: &Platform) {
             .with("reason", json!("signup_bonus")),
         Expected::of::<CoinMined>(wallet::SOURCE, &bo, Origin::Cause(REGISTERED_BO))
             .with("reason", json!("signup_bonus")),
-        Expected::of::<CoinMined>(wallet::SOURCE, &ada, Origin::Cause(PAYMENT_COMPLETED))
+        Expected::of::<CoinMined>(wallet::SOURCE, &ada, Origin::Cause(ORDER_SHIPPED))
             .with("reason", json!("order_reward")),
     ];
 

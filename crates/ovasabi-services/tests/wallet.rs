@@ -1,6 +1,6 @@
 //! The wallet service over real HTTP on the embedded bus and SQLite: registering a user (the
 //! users service) mints the signup bonus once, caused by the registration and in its
-//! correlation; a payment mints the order reward; transfers never take a balance below
+//! correlation; a paid order's shipment mints its reward; transfers never take a balance below
 //! zero, even concurrently; a redelivered event mints once; unreadable events are
 //! dead-lettered; every 4xx names the field; the ledger is walked a page at a time; coins
 //! spent on an order come back, once, when it is cancelled, refunded or held for fraud.
@@ -16,7 +16,7 @@ use common::{start, Db, Platform};
 use ovasabi_core::{Bus, Event};
 use ovasabi_embedded::{EmbeddedBus, EmbeddedConfig};
 use ovasabi_events::commerce::{
-    OrderCancelled, OrderPlaced, PaymentCompleted, PaymentMethod, PaymentRefunded,
+    OrderCancelled, OrderPlaced, OrderShipped, PaymentCompleted, PaymentMethod, PaymentRefunded,
 };
 use ovasabi_events::moderation::FraudHoldPlaced;
 use ovasabi_events::users::{DeletionReason, UserDeleted, UserRegistered};
@@ -484,11 +484,11 @@ async fn a_redelivered_registration_mints_once(db: Db) {
     platform.stop().await;
 }
 
-async fn a_payment_mints_the_order_reward_for_the_customer(db: Db) {
+async fn a_shipment_mints_the_order_reward_for_the_customer(db: Db) {
     let Some(platform) = start(
         vec![Arc::new(WalletService)],
         db,
-        "wallet: a_payment_mints_the_order_reward_for_the_customer",
+        "wallet: a_shipment_mints_the_order_reward_for_the_customer",
     )
     .await
     else {
@@ -506,8 +506,12 @@ async fn a_payment_mints_the_order_reward_for_the_customer(db: Db) {
         provider_reference: None,
         completed_at: Utc::now(),
     }
-    .to_event("/ovasabi/commerce")
-    .with_extension("correlationid", "checkout-1");
+    .to_event("/ovasabi/commerce");
+    let mut shipment = OrderShipped::examples().remove(0);
+    shipment.order_id = "order-1".to_owned();
+    let shipped = shipment
+        .to_event("/ovasabi/commerce")
+        .with_extension("correlationid", "checkout-1");
     // A payment for an order the wallet never saw: retried (its order.placed could be
     // redelivered behind it), then dead-lettered when deliveries run out; nothing minted.
     let orphan = PaymentCompleted {
@@ -519,20 +523,29 @@ async fn a_payment_mints_the_order_reward_for_the_customer(db: Db) {
         completed_at: Utc::now(),
     }
     .to_event("/ovasabi/commerce");
-    for event in [placed, payment.clone(), orphan.clone()] {
+    // Paid, not shipped yet: no reward.
+    for event in [placed, payment, orphan.clone()] {
         platform
             .bus
             .publish(OrderPlaced::TOPIC, event)
             .await
             .unwrap();
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = platform.get("/v1/wallets/cust-1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no wallet before the reward");
+    platform
+        .bus
+        .publish(OrderShipped::TOPIC, shipped.clone())
+        .await
+        .unwrap();
     let wallet = wallet_when(&platform, "cust-1", |w| w["balance"] == 59).await;
     assert_eq!(wallet["entries"][0]["reason"], "order_reward", "{wallet}");
     let mined = platform
         .events("wallet.events", 1, Duration::from_secs(10))
         .await;
     assert_eq!(mined.len(), 1, "{mined:?}");
-    assert_eq!(mined[0].causation_id(), Some(payment.id.as_str()));
+    assert_eq!(mined[0].causation_id(), Some(shipped.id.as_str()));
     assert_eq!(mined[0].correlation_id(), Some("checkout-1"));
     assert_eq!(data(&mined[0])["reason"], "order_reward");
     // Five deliveries, 1 + 2 + 4 + 8 s apart (±20 %).
@@ -837,7 +850,7 @@ on_both!(
     concurrent_transfers_never_take_a_balance_below_zero,
     bad_requests_name_the_field_and_publish_nothing,
     a_redelivered_registration_mints_once,
-    a_payment_mints_the_order_reward_for_the_customer,
+    a_shipment_mints_the_order_reward_for_the_customer,
     the_ledger_is_walked_page_by_page_each_entry_once,
     coins_spent_on_an_order_come_back_when_it_is_cancelled_refunded_or_held,
 );

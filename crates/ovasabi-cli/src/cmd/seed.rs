@@ -16,9 +16,9 @@
 //! | comments, 4 of them the author's replies | 24 | `comment.added` |
 //! | reactions, 1 to 4 per post, in the post's mood | about 50 | `reaction.added` |
 //! | orders of 1 to 3 lines in EUR or USD (by the customer's country), 3 with coupon `WELCOME10` | 15 | `order.placed` |
-//! | … paid by card, PayPal or bank transfer | 12 | `payment.completed`, and `coin.mined` (order reward) |
+//! | … paid by card, PayPal or bank transfer | 12 | `payment.completed` |
 //! | … declined: totals ending in 13 to 18, which the fake payment provider declines | 2 | `payment.failed` |
-//! | … shipped, with carrier and tracking number | 7 | `order.shipped` |
+//! | … shipped, with carrier and tracking number | 7 | `order.shipped`, and `coin.mined` (order reward) |
 //! | … one of those refunded (arrived damaged) | 1 | `payment.refunded` |
 //! | … cancelled by the customer before paying | 1 | `order.cancelled` |
 //! | direct messages, in 3 conversations | 6 | `message.sent` |
