@@ -73,6 +73,11 @@ pub(crate) enum Command {
     /// Rebuild a projection from the start of the log.
     #[command(subcommand)]
     Replay(ReplayCommand),
+    /// Operate partners' webhooks: add partners (and their API keys), list partners and
+    /// endpoints, inspect delivery attempts. Reads the services' database, so it works
+    /// while `ovasabi up` runs.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Publish, tail and list events.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -161,6 +166,14 @@ pub(crate) struct RunArgs {
         default_value = "notifications@ovasabi.local"
     )]
     pub(crate) smtp_from: String,
+    /// Addresses webhook deliveries may reach although the SSRF guard refuses them
+    /// (comma-separated CIDRs such as 127.0.0.1/32,::1/128): for local development and tests
+    /// only
+    #[arg(long, env = "OVASABI_WEBHOOKS_ALLOW", default_value = "")]
+    pub(crate) webhooks_allow: String,
+    /// Let webhook endpoints use plain http:// (local development and tests only)
+    #[arg(long, env = "OVASABI_WEBHOOKS_ALLOW_HTTP")]
+    pub(crate) webhooks_allow_http: bool,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +260,62 @@ pub(crate) struct AuditListArgs {
     #[arg(long, short = 'n', default_value_t = 50)]
     pub(crate) limit: usize,
     /// Output format; `json` prints one object per line
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WebhooksCommand {
+    /// Partners: who may register endpoints, and which event types they may receive.
+    #[command(subcommand)]
+    Partner(WebhooksPartnerCommand),
+    /// Every partner's endpoints with their state and delivery counts (pending, delivered,
+    /// failed), by partner.
+    List(WebhooksListArgs),
+    /// An endpoint's latest delivery attempts, newest first: time, status, latency, error.
+    Attempts(WebhooksAttemptsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WebhooksPartnerCommand {
+    /// Add a partner and print its API key (`ovk_…`) once: only its SHA-256 is stored, so
+    /// store the key now. The partner sends it as `Authorization: Bearer <key>`.
+    Add(WebhooksPartnerAddArgs),
+    /// Every partner, by name, with the event-type patterns it is permitted.
+    List(WebhooksListArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WebhooksPartnerAddArgs {
+    /// The partner's name (1 to 100 characters, unique)
+    pub(crate) name: String,
+    /// Event-type patterns the partner may receive, comma-separated: `*` (every type),
+    /// `order.*` (every type whose first token is `order`) or an exact type such as
+    /// `order.placed`
+    #[arg(long, required = true, value_delimiter = ',', value_name = "PATTERNS")]
+    pub(crate) permit: Vec<String>,
+    /// Output format; `json` prints one object: {"partner": {id, name, permitted,
+    /// created_at}, "api_key"}
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WebhooksListArgs {
+    /// Output format; `json` prints one array
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WebhooksAttemptsArgs {
+    /// The endpoint's id (see `ovasabi webhooks list`)
+    pub(crate) endpoint_id: String,
+    /// At most this many attempts (1 to 1000)
+    #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub(crate) limit: i64,
+    /// Output format; `json` prints one array (empty for an endpoint without attempts, or
+    /// an unknown id)
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,
 }

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! - `cli`: the command line, parsed by clap.
-//! - `cmd/`: one module per command family (`up`/`serve`, `seed-demo`, `audit`, `events`, `bus`,
-//!   `bench`).
+//! - `cmd/`: one module per command family (`up`/`serve`, `seed-demo`, `audit`,
+//!   `webhooks`, `events`, `bus`, `bench`).
 //! - `failure`: how an error becomes a message and an exit code.
 
 mod cli;
@@ -22,6 +22,7 @@ use crate::cli::{Cli, Command};
 use crate::failure::Failure;
 
 fn main() {
+    ovasabi_webhooks::install_tls();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -46,6 +47,7 @@ fn main() {
             Command::Schema(cmd) => cmd::schema::run(&cli.global, cmd).await,
             Command::Audit(cmd) => cmd::audit::run(&cli.global, cmd).await,
             Command::Replay(cmd) => cmd::replay::run(&cli.global, cmd).await,
+            Command::Webhooks(cmd) => cmd::webhooks::run(&cli.global, cmd).await,
             Command::Events(cmd) => cmd::events::run(&cli.global, cmd).await,
             Command::Bus(cmd) => cmd::bus::run(&cli.global, cmd).await,
             Command::Bench(cmd) => cmd::bench::run(&cli.global, cmd).await,

@@ -111,6 +111,7 @@ async fn users_and_wallet_in_two_processes_cooperate_through_nats() {
         .to_owned();
 
     let email = format!("coop-{}@example.com", std::process::id());
+    ovasabi_webhooks::install_tls();
     let response = reqwest::Client::new()
         .post(format!("http://{addr}/v1/users"))
         .header("X-Correlation-Id", "coop-1")

@@ -107,6 +107,7 @@ async fn sigkill_between_commit_and_publish_loses_nothing_and_duplicates_nothing
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ovasabi.db");
     let first = up(dir.path(), &["--relay-delay", "400ms"]);
+    ovasabi_webhooks::install_tls();
     let client = reqwest::Client::new();
 
     // Four clients register users, each key once; every fifth request reuses an email

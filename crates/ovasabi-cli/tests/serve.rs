@@ -280,7 +280,7 @@ fn serve_refuses_unknown_services_and_bad_settings() {
         (&["serve"][..], "name at least one service"),
         (
             &["serve", "nope"][..],
-            "there is no service `nope`; the services are: users, content, commerce, wallet, messaging, notifications, moderation, analytics, audit",
+            "there is no service `nope`; the services are: users, content, commerce, wallet, messaging, notifications, moderation, analytics, webhooks, audit",
         ),
         (
             &["serve", "audit", "--ack-timeout", "soon"][..],
@@ -292,6 +292,10 @@ fn serve_refuses_unknown_services_and_bad_settings() {
         ),
         (&["--db", "mysql://x/y", "serve", "audit"][..], "--db: "),
         (&["--bus", "kafka://x", "up"][..], "is not a bus"),
+        (
+            &["up", "--webhooks-allow", "10.0.0.1/8"][..],
+            "--webhooks-allow: ",
+        ),
         (
             &["--namespace", "staging", "up"][..],
             "--namespace `staging` (or OVASABI_NAMESPACE) applies to NATS",
@@ -322,6 +326,7 @@ fn serve_refuses_unknown_services_and_bad_settings() {
             "notifications",
             "moderation",
             "analytics",
+            "webhooks",
             "audit"
         ],
         "{list}"

@@ -18,7 +18,7 @@
 //! - [`schemas`] — the event contracts over HTTP (`/v1/schemas…`, `/asyncapi.yaml`).
 //! - The services, one module each, each owning its tables: [`users`], [`content`],
 //!   [`commerce`], [`wallet`], [`messaging`], [`notifications`], [`moderation`],
-//!   [`analytics`], [`audit`] (the audit trail).
+//!   [`analytics`], [`webhooks`] (partners' signed webhooks), [`audit`] (the audit trail).
 //! - This module — the [`catalog`] of services and [`select`]ing them by name.
 
 pub mod analytics;
@@ -36,6 +36,7 @@ pub mod runtime;
 pub mod schemas;
 pub mod users;
 pub mod wallet;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -60,6 +61,9 @@ pub struct ServiceOptions {
     /// The SMTP server (`host:port`) and sender address notifications email through; the
     /// default file sender when `None`.
     pub smtp: Option<(String, String)>,
+    /// What the webhooks' SSRF guard lets through anyway: addresses on its allowlist, and
+    /// `http://` when `allow_http` (local development and tests). Strict by default.
+    pub webhooks: ovasabi_webhooks::ssrf::Policy,
 }
 
 /// Every service, in the order `ovasabi up` starts them.
@@ -94,6 +98,7 @@ pub fn catalog(options: &ServiceOptions) -> Vec<Arc<dyn Service>> {
             options.moderation_rules.clone(),
         )),
         Arc::new(analytics::AnalyticsService::default()),
+        Arc::new(webhooks::WebhooksService::new(options.webhooks.clone())),
         Arc::new(AuditService::new(options.audit_topics.clone())),
     ]
 }

@@ -9,6 +9,7 @@ pub(crate) mod schema;
 pub(crate) mod seed;
 pub(crate) mod serve;
 pub(crate) mod torture;
+pub(crate) mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -73,6 +73,11 @@ fn service_options(
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
             .collect(),
+        webhooks: ovasabi_webhooks::ssrf::Policy {
+            allow_http: args.webhooks_allow_http,
+            allowlist: ovasabi_webhooks::ssrf::parse_allowlist(&args.webhooks_allow)
+                .map_err(|e| Failure::usage(format!("--webhooks-allow: {e}")))?,
+        },
     })
 }
 

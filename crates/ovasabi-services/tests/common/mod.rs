@@ -59,6 +59,7 @@ impl Platform {
         inner: Arc<dyn Bus>,
         database: StoreConfig,
     ) -> Platform {
+        ovasabi_webhooks::install_tls();
         let bus: Arc<dyn Bus> = Arc::new(ValidatingBus::new(inner, contracts()));
         let settings = Settings {
             instance: "test".to_owned(),
@@ -147,6 +148,36 @@ impl Platform {
         loop {
             let (status, body) = self.get(path).await;
             if ready(status, &body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: never ready: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET path` with `Authorization: Bearer <key>` once `ready(body)` holds; panics after
+    /// 15 s.
+    pub async fn get_when_with(
+        &self,
+        path: &str,
+        key: &str,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let response = self
+                .client
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if status.is_success() && ready(&body) {
                 return body;
             }
             assert!(
