@@ -539,6 +539,80 @@ async fn gone_stops_delivery_after_one_response_and_429_waits_as_asked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_sends_past_events_again_under_new_message_ids() {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let p = Platform::embedded(services(&clock)).await;
+    let (receiver, base) = Receiver::start().await;
+    let since = Utc::now() - chrono::Duration::minutes(5);
+    // Two orders before the endpoint exists, one after.
+    place_order(&p, "ada@example.com").await;
+    place_order(&p, "bo@example.com").await;
+    let key = partner(&p, "acme", &["order.placed"]).await;
+    let (hook, secret) = register(&p, &key, &format!("{base}/ok-replay"), &["order.*"]).await;
+    place_order(&p, "cy@example.com").await;
+    let live = receiver.wait_for("/ok-replay", 1).await;
+
+    let (status, answer) = call(
+        &p,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{hook}/replay?from={}", since.format("%Y-%m-%dT%H:%M:%SZ")),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["queued"], 3, "every order.placed since then: {answer}");
+    // The live deliveries: cy's order, and the earlier ones if the intake had not handled
+    // them yet when the endpoint was registered.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let replayed = loop {
+        let replayed: Vec<Received> = receiver
+            .on("/ok-replay")
+            .into_iter()
+            .filter(|r| r.headers[signing::HEADER_ID].contains(".replay-"))
+            .collect();
+        if replayed.len() >= 3 || Instant::now() > deadline {
+            break replayed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(replayed.len(), 3);
+    for r in &replayed {
+        let id = &r.headers[signing::HEADER_ID];
+        let event: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(event["type"], "order.placed");
+        assert_eq!(id, &format!("{}.replay-{}", event["id"].as_str().unwrap(), answer["replay_id"].as_str().unwrap()));
+        verify(r, &secret, clock.now_for_test()).unwrap();
+    }
+    assert!(replayed
+        .iter()
+        .any(|r| r.body == live[0].body), "the live event is among those replayed");
+
+    // A bad `from`, and another partner's endpoint, are refused.
+    let (status, answer) = call(
+        &p,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{hook}/replay?from=yesterday"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"]["field"], "from");
+    let other = partner(&p, "globex", &["order.placed"]).await;
+    let (status, _) = call(
+        &p,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{hook}/replay?from={}", since.format("%Y-%m-%dT%H:%M:%SZ")),
+        Some(&other),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_endpoint_does_not_hold_up_another_partners() {
     let clock = Arc::new(ManualClock::new(start_time()));
     let p = Platform::embedded(services(&clock)).await;
