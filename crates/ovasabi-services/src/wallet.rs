@@ -364,6 +364,32 @@ fn insufficient(balance: i64, amount: i64) -> ApiError {
     }
 }
 
+/// Takes `amount` coins from `user_id`'s wallet, locked and read as holding `balance`: 409
+/// `insufficient_balance` when it holds less (the `WHERE` re-checks it, the `CHECK` is the
+/// last line). The balance after.
+async fn debit(
+    tx: &mut Transaction,
+    user_id: &str,
+    balance: i64,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> Result<i64, ApiError> {
+    if balance < amount {
+        return Err(insufficient(balance, amount));
+    }
+    let debited = tx
+        .execute(
+            "UPDATE wallet_balances SET balance = balance - $2, updated_at = $3
+             WHERE user_id = $1 AND balance >= $2",
+            params![user_id, amount, now],
+        )
+        .await?;
+    if debited != 1 {
+        return Err(insufficient(balance, amount));
+    }
+    Ok(balance - amount)
+}
+
 async fn transfer(
     State(api): State<Api>,
     Path(from): Path<String>,
@@ -437,22 +463,8 @@ async fn transfer(
                 }
                 Some(_) => {}
             }
-            if balance < amount {
-                return Err(insufficient(balance, amount));
-            }
             let now = Utc::now();
-            let debited = tx
-                .db()
-                .execute(
-                    "UPDATE wallet_balances SET balance = balance - $2, updated_at = $3
-                     WHERE user_id = $1 AND balance >= $2",
-                    params![from.as_str(), amount, now],
-                )
-                .await?;
-            if debited != 1 {
-                return Err(insufficient(balance, amount));
-            }
-            let sender_after = balance - amount;
+            let sender_after = debit(tx.db(), &from, balance, amount, now).await?;
             let recipient_after = tx
                 .db()
                 .query_one(
@@ -590,22 +602,8 @@ async fn spend(
                 }
                 Some(row) => row.get::<i64>("balance")?,
             };
-            if balance < amount {
-                return Err(insufficient(balance, amount));
-            }
             let now = Utc::now();
-            let debited = tx
-                .db()
-                .execute(
-                    "UPDATE wallet_balances SET balance = balance - $2, updated_at = $3
-                     WHERE user_id = $1 AND balance >= $2",
-                    params![user_id.as_str(), amount, now],
-                )
-                .await?;
-            if debited != 1 {
-                return Err(insufficient(balance, amount));
-            }
-            let balance_after = balance - amount;
+            let balance_after = debit(tx.db(), &user_id, balance, amount, now).await?;
             let spend_id = uuid::Uuid::now_v7().to_string();
             Entry {
                 user_id: user_id.clone(),
