@@ -555,13 +555,19 @@ async fn replay_sends_past_events_again_under_new_message_ids() {
     let (status, answer) = call(
         &p,
         reqwest::Method::POST,
-        &format!("/v1/webhooks/{hook}/replay?from={}", since.format("%Y-%m-%dT%H:%M:%SZ")),
+        &format!(
+            "/v1/webhooks/{hook}/replay?from={}",
+            since.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
         Some(&key),
         None,
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    assert_eq!(answer["queued"], 3, "every order.placed since then: {answer}");
+    assert_eq!(
+        answer["queued"], 3,
+        "every order.placed since then: {answer}"
+    );
     // The live deliveries: cy's order, and the earlier ones if the intake had not handled
     // them yet when the endpoint was registered.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -581,12 +587,20 @@ async fn replay_sends_past_events_again_under_new_message_ids() {
         let id = &r.headers[signing::HEADER_ID];
         let event: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(event["type"], "order.placed");
-        assert_eq!(id, &format!("{}.replay-{}", event["id"].as_str().unwrap(), answer["replay_id"].as_str().unwrap()));
+        assert_eq!(
+            id,
+            &format!(
+                "{}.replay-{}",
+                event["id"].as_str().unwrap(),
+                answer["replay_id"].as_str().unwrap()
+            )
+        );
         verify(r, &secret, clock.now_for_test()).unwrap();
     }
-    assert!(replayed
-        .iter()
-        .any(|r| r.body == live[0].body), "the live event is among those replayed");
+    assert!(
+        replayed.iter().any(|r| r.body == live[0].body),
+        "the live event is among those replayed"
+    );
 
     // A bad `from`, and another partner's endpoint, are refused.
     let (status, answer) = call(
@@ -603,7 +617,10 @@ async fn replay_sends_past_events_again_under_new_message_ids() {
     let (status, _) = call(
         &p,
         reqwest::Method::POST,
-        &format!("/v1/webhooks/{hook}/replay?from={}", since.format("%Y-%m-%dT%H:%M:%SZ")),
+        &format!(
+            "/v1/webhooks/{hook}/replay?from={}",
+            since.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
         Some(&other),
         None,
     )
