@@ -21,6 +21,7 @@
 //! | `POST /v1/webhooks/{id}/rotate-secret` `{overlap?}` | the new `secret`; the old one stays valid for `overlap` (default 24h): both signatures are sent |
 //! | `GET /v1/webhooks/{id}/attempts?limit=&cursor=` | each attempt: time, status, latency, error, newest first |
 //! | `POST /v1/webhooks/{id}/replay?from=<RFC 3339>` | 202: the permitted events since `from` queued again (new message ids) |
+//! | `GET /v1/partners/stream?after=<seq>` | live: the permitted events as Server-Sent Events, or a WebSocket when the request upgrades (see [Streams](#streams)) |
 //!
 //! Type patterns (`filters`, permissions): `*` is every type, `order.*` every type whose
 //! first token is `order`, anything else one exact type. A filter that matches no known
@@ -49,15 +50,44 @@
 //!   connection time, so DNS rebinding fails). `--webhooks-allow` lists addresses allowed
 //!   anyway (local development, tests); `--webhooks-allow-http` permits `http://`.
 //! - Time comes from a [`Clock`], so tests drive the schedule.
+//!
+//! # Streams
+//!
+//! A partner without a public endpoint (a mini-app) can instead hold a stream:
+//! `GET /v1/partners/stream`, with its API key, sends every event of a type the partner is
+//! permitted (all its patterns), oldest first, then each new one as it commits.
+//!
+//! - The intake records every event it handles in `webhook_feed`, in the transaction that
+//!   queues its deliveries, numbered by `seq` (increasing). Rows are kept
+//!   [`FEED_RETENTION`] (7 days, by the service's clock) and pruned at most once a minute.
+//! - Server-Sent Events by default: `id: <seq>`, `event: <event type>`, `data: <the event as a
+//!   structured CloudEvent, JSON>`, after a first comment saying where the stream starts,
+//!   and a keep-alive comment every 15 s. A WebSocket when the request upgrades (same path,
+//!   query and key): JSON text messages `{"seq": n, "event": {…the CloudEvent…}}`.
+//! - Where it starts: after `Last-Event-ID` when the request carries it (an `EventSource`
+//!   reconnecting resumes by itself, even when its URL says `after=0`), else after the
+//!   `after` query parameter (`after=0`: everything kept), else **now**: only events
+//!   recorded from then on. A client away longer than the retention resumes from the
+//!   oldest event kept (the events in between are gone; the first comment says so).
+//! - Live: the intake wakes this process's streams the moment it commits, and every stream
+//!   also looks every second, for events recorded by another process.
+//! - Late commits: on PostgreSQL, concurrent intake transactions can commit a lower `seq`
+//!   after a higher one. A stream that sees a hole (the next row's `seq` is not the last
+//!   sent + 1) holds everything after it back and reads again until the missing number
+//!   appears, for at most [`GAP_WAIT`] (2 s); then it moves past it for good (a rolled-back
+//!   transaction leaves a permanent hole, which costs a reader that wait once).
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -113,13 +143,28 @@ const MAX_IN_FLIGHT: usize = 32;
 const MAX_ENDPOINTS: i64 = 50;
 /// How long a claimed delivery is reserved for the process that claimed it.
 const LEASE: Duration = Duration::from_secs(60);
+/// How long the stream feed (`webhook_feed`) keeps an event: a stream resuming from further
+/// back starts at the oldest event kept.
+pub const FEED_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// How long a stream waits for a missing `seq` (a transaction committing late) before it
+/// moves past it for good.
+pub const GAP_WAIT: Duration = Duration::from_secs(2);
+/// How often the dispatcher prunes the feed, at most (by the service's clock).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often a stream looks for events recorded by another process.
+const STREAM_POLL: Duration = Duration::from_secs(1);
+/// Feed rows read at once by a stream.
+const STREAM_BATCH: i64 = 200;
+/// How often an SSE stream sends a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 const MIGRATIONS: MigrationSet = MigrationSet::new(
     "webhooks",
-    &[Migration::new(
-        1,
-        "webhook_partners, webhook_endpoints, webhook_deliveries, webhook_attempts",
-        "CREATE TABLE webhook_partners (
+    &[
+        Migration::new(
+            1,
+            "webhook_partners, webhook_endpoints, webhook_deliveries, webhook_attempts",
+            "CREATE TABLE webhook_partners (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
             key_hash TEXT NOT NULL UNIQUE,
@@ -170,7 +215,28 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
             error TEXT
         );
         CREATE INDEX webhook_attempts_endpoint ON webhook_attempts (endpoint_id, id);",
-    )],
+        ),
+        Migration::per_backend(
+            2,
+            "webhook_feed",
+            "CREATE TABLE webhook_feed (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            event_type TEXT NOT NULL,
+            body TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL
+        );
+        CREATE INDEX webhook_feed_at ON webhook_feed (at);",
+            "CREATE TABLE webhook_feed (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            event_id TEXT NOT NULL UNIQUE,
+            event_type TEXT NOT NULL,
+            body TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL
+        );
+        CREATE INDEX webhook_feed_at ON webhook_feed (at);",
+        ),
+    ],
 );
 
 // ---------------------------------------------------------------------------------------
@@ -229,6 +295,8 @@ pub struct WebhooksService {
     policy: Policy,
     jitter: bool,
     wake: Arc<Notify>,
+    /// Wakes this process's partner streams after the intake commits.
+    streams: Arc<Notify>,
 }
 
 impl Default for WebhooksService {
@@ -245,6 +313,7 @@ impl WebhooksService {
             policy,
             jitter: true,
             wake: Arc::new(Notify::new()),
+            streams: Arc::new(Notify::new()),
         }
     }
 
@@ -287,6 +356,7 @@ impl Service for WebhooksService {
                 Intake {
                     clock: self.clock.clone(),
                     wake: self.wake.clone(),
+                    streams: self.streams.clone(),
                 },
             )),
         )?])
@@ -299,6 +369,7 @@ impl Service for WebhooksService {
             clock: self.clock.clone(),
             policy: self.policy.clone(),
             wake: self.wake.clone(),
+            streams: self.streams.clone(),
         };
         Some(
             Router::new()
@@ -309,6 +380,7 @@ impl Service for WebhooksService {
                 .route("/v1/webhooks/{id}/rotate-secret", post(rotate))
                 .route("/v1/webhooks/{id}/attempts", get(attempts))
                 .route("/v1/webhooks/{id}/replay", post(replay))
+                .route("/v1/partners/stream", get(stream))
                 .with_state(shared),
         )
     }
@@ -337,6 +409,7 @@ struct Shared {
     clock: Arc<dyn Clock>,
     policy: Policy,
     wake: Arc<Notify>,
+    streams: Arc<Notify>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1043,11 +1116,270 @@ fn delivery_params(
 }
 
 // ---------------------------------------------------------------------------------------
+// Streams: the permitted events, live, over SSE or a WebSocket
+
+/// `GET /v1/partners/stream?after=`: Server-Sent Events, or a WebSocket on upgrade.
+async fn stream(State(s): State<Shared>, request: Request) -> Result<Response, ApiError> {
+    let (mut parts, _body) = request.into_parts();
+    let partner = authenticate(&s.api.store, &parts.headers).await?;
+    let query: Result<Query<HashMap<String, String>>, QueryRejection> =
+        Query::from_request_parts(&mut parts, &s).await;
+    let query = paging::query(query, &["after"])?;
+    let (after, note) = stream_start(&s.api.store, query.get("after"), &parts.headers).await?;
+    let upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let feed = PartnerFeed {
+        store: s.api.store.clone(),
+        streams: s.streams.clone(),
+        partner: partner.id,
+        permitted: partner.permitted,
+        after,
+        gap: None,
+    };
+    if upgrade {
+        let ws = WebSocketUpgrade::from_request_parts(&mut parts, &s)
+            .await
+            .map_err(|e| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_upgrade",
+                message: format!(
+                    "the WebSocket upgrade cannot be accepted: {}",
+                    e.body_text()
+                ),
+                field: None,
+            })?;
+        return Ok(ws.on_upgrade(move |socket| feed.websocket(socket)));
+    }
+    Ok(Sse::new(sse_events(feed, note))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// Where a stream starts (the `seq` after which it sends), and the comment saying so:
+/// `Last-Event-ID`, else `after`, else now; never before the oldest event kept.
+async fn stream_start(
+    store: &Store,
+    after: Option<&String>,
+    headers: &HeaderMap,
+) -> Result<(i64, String), ApiError> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let asked = match (last_event_id, after.map(|a| a.trim())) {
+        (Some(text), _) => Some((text, "Last-Event-ID")),
+        (None, Some(text)) if !text.is_empty() => Some((text, "after")),
+        _ => None,
+    };
+    let asked = asked
+        .map(|(text, field)| {
+            text.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::invalid(
+                    field,
+                    format!("`{text}` is not a stream position: give the `seq` (SSE `id`) of the last event seen, or 0 for every event kept"),
+                )
+            })
+        })
+        .transpose()?;
+    let bounds = store
+        .query_one(
+            "SELECT MIN(seq) AS oldest, MAX(seq) AS newest FROM webhook_feed",
+            &[],
+        )
+        .await?;
+    let oldest: Option<i64> = bounds.get("oldest")?;
+    let newest: Option<i64> = bounds.get("newest")?;
+    let days = FEED_RETENTION.as_secs() / 86_400;
+    Ok(match asked {
+        None => {
+            let after = newest.unwrap_or(0);
+            (
+                after,
+                format!("new events only, after seq {after}; resume with Last-Event-ID or ?after=<seq> (events are kept {days} days)"),
+            )
+        }
+        Some(after) => match oldest {
+            Some(oldest) if after < oldest - 1 => (
+                oldest - 1,
+                format!("after seq {after} asked, but events are kept {days} days: starting from the oldest kept, seq {oldest}"),
+            ),
+            _ => (after, format!("after seq {after} (events are kept {days} days)")),
+        },
+    })
+}
+
+/// One event of a partner stream.
+struct FeedItem {
+    seq: i64,
+    ty: String,
+    body: String,
+}
+
+/// A partner's permitted events from a point on, as they commit.
+struct PartnerFeed {
+    store: Store,
+    streams: Arc<Notify>,
+    partner: String,
+    permitted: Vec<String>,
+    /// The last `seq` passed (sent, or not permitted).
+    after: i64,
+    /// A hole right after `.0` (`after` when it was seen), waited for until `.1`.
+    gap: Option<(i64, std::time::Instant)>,
+}
+
+impl PartnerFeed {
+    /// The next permitted events after the last passed, waiting for one if there are none.
+    async fn next_batch(&mut self) -> Result<Vec<FeedItem>, ApiError> {
+        loop {
+            let woken = self.streams.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let rows = self
+                .store
+                .query(
+                    "SELECT seq, event_type, body FROM webhook_feed WHERE seq > $1
+                     ORDER BY seq LIMIT $2",
+                    params![self.after, STREAM_BATCH],
+                )
+                .await?;
+            let mut out = Vec::new();
+            let mut moved = false;
+            for row in &rows {
+                let seq: i64 = row.get("seq")?;
+                if seq != self.after + 1 {
+                    // A hole: a transaction may still commit the missing number (PostgreSQL
+                    // commits concurrent intakes in any order). Hold on until GAP_WAIT.
+                    match self.gap {
+                        Some((at, until)) if at == self.after => {
+                            if std::time::Instant::now() < until {
+                                break;
+                            }
+                            tracing::debug!(
+                                partner = %self.partner,
+                                "partner stream: seq {}..{} never committed; moving on",
+                                self.after + 1,
+                                seq - 1
+                            );
+                        }
+                        _ => {
+                            self.gap = Some((self.after, std::time::Instant::now() + GAP_WAIT));
+                            break;
+                        }
+                    }
+                }
+                self.after = seq;
+                self.gap = None;
+                moved = true;
+                let ty: String = row.get("event_type")?;
+                if self.permitted.iter().any(|p| type_matches(p, &ty)) {
+                    out.push(FeedItem {
+                        seq,
+                        ty,
+                        body: row.get("body")?,
+                    });
+                }
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            if moved {
+                continue;
+            }
+            let wait = match self.gap {
+                Some((_, until)) => until
+                    .saturating_duration_since(std::time::Instant::now())
+                    .min(STREAM_POLL),
+                None => STREAM_POLL,
+            };
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn websocket(mut self, mut socket: WebSocket) {
+        loop {
+            tokio::select! {
+                batch = self.next_batch() => {
+                    let batch = match batch {
+                        Ok(batch) => batch,
+                        Err(e) => {
+                            tracing::warn!(partner = %self.partner, "partner stream: {}", e.message);
+                            tokio::time::sleep(STREAM_POLL).await;
+                            continue;
+                        }
+                    };
+                    for item in batch {
+                        let event = serde_json::from_str::<Value>(&item.body)
+                            .unwrap_or(Value::String(item.body));
+                        let text = json!({"seq": item.seq, "event": event}).to_string();
+                        if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                incoming = socket.recv() => match incoming {
+                    None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+}
+
+/// The SSE events of `feed`, after a comment saying where it starts (`note`); the task
+/// reading the feed ends when the client goes away.
+fn sse_events(
+    feed: PartnerFeed,
+    note: String,
+) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(64);
+    tokio::spawn(async move {
+        let mut feed = feed;
+        if tx.send(SseEvent::default().comment(note)).await.is_err() {
+            return;
+        }
+        loop {
+            let batch = tokio::select! {
+                _ = tx.closed() => return,
+                batch = feed.next_batch() => batch,
+            };
+            match batch {
+                Ok(batch) => {
+                    for item in batch {
+                        let event = SseEvent::default()
+                            .id(item.seq.to_string())
+                            .event(item.ty)
+                            .data(item.body);
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(partner = %feed.partner, "partner stream: {}", e.message);
+                    tokio::time::sleep(STREAM_POLL).await;
+                }
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // Intake: events queued per matching endpoint
 
 struct Intake {
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
+    streams: Arc<Notify>,
 }
 
 #[async_trait]
@@ -1066,6 +1398,20 @@ impl Reaction for Intake {
     ) -> Result<bool, HandlerError> {
         let failed = store_failure("webhooks");
         let event = msg.event();
+        let now = self.clock.now();
+        // The stream feed: every event, whoever may read it (streams filter by partner).
+        tx.execute(
+            "INSERT INTO webhook_feed (event_id, event_type, body, at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (event_id) DO NOTHING",
+            params![
+                event.id.as_str(),
+                event.ty.as_str(),
+                ovasabi_core::format::json::to_json_string(event),
+                now
+            ],
+        )
+        .await
+        .map_err(&failed)?;
         let endpoints = tx
             .query(
                 "SELECT e.id, e.filters, p.permitted FROM webhook_endpoints e
@@ -1075,7 +1421,6 @@ impl Reaction for Intake {
             )
             .await
             .map_err(&failed)?;
-        let now = self.clock.now();
         for endpoint in &endpoints {
             let filters: Vec<String> =
                 serde_json::from_str(&endpoint.get::<String>("filters").map_err(&failed)?)
@@ -1100,6 +1445,7 @@ impl Reaction for Intake {
 
     fn committed(&self, _msg: &Message) {
         self.wake.notify_one();
+        self.streams.notify_waiters();
     }
 }
 
@@ -1136,12 +1482,20 @@ async fn run_dispatcher(d: Dispatcher) {
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut running = tokio::task::JoinSet::new();
+    let mut pruned: Option<DateTime<Utc>> = None;
     loop {
         tokio::select! {
             _ = d.stop.cancelled() => break,
             _ = d.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
+        let now = d.clock.now();
+        if pruned.is_none_or(|at| later(at, PRUNE_EVERY) <= now) {
+            pruned = Some(now);
+            if let Err(e) = prune_feed(&d.store, now).await {
+                tracing::warn!("webhooks: pruning the stream feed: {}", e.message);
+            }
         }
         match claim(&d, &busy, slots.available_permits()).await {
             Ok(claimed) => {
@@ -1173,6 +1527,14 @@ async fn run_dispatcher(d: Dispatcher) {
         while running.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Deletes the stream feed's events recorded more than [`FEED_RETENTION`] before `now`.
+async fn prune_feed(store: &Store, now: DateTime<Utc>) -> Result<u64, ApiError> {
+    let cutoff = now - chrono::Duration::from_std(FEED_RETENTION).unwrap_or_default();
+    Ok(store
+        .execute("DELETE FROM webhook_feed WHERE at < $1", params![cutoff])
+        .await?)
 }
 
 /// Claims up to `room` due deliveries, at most one per endpoint and none of an endpoint
@@ -1483,7 +1845,22 @@ fn openapi() -> Value {
             "/v1/webhooks/{id}/resume": {"post": {"summary": "Resume deliveries, also of a disabled endpoint (its failed deliveries go out again)", "parameters": with_id(), "responses": {"200": endpoint.clone(), "404": error("No such endpoint of this partner")}}},
             "/v1/webhooks/{id}/rotate-secret": {"post": {"summary": "A new signing secret; the old one stays valid for `overlap` (default 24h), both signatures sent meanwhile", "parameters": with_id(), "responses": {"200": {"description": "The new secret"}, "404": error("No such endpoint of this partner"), "422": error("`overlap` is not a duration")}}},
             "/v1/webhooks/{id}/attempts": {"get": {"summary": "Delivery attempts, newest first: time, status, latency, error", "parameters": paging::openapi_parameters_after(vec![auth.clone(), id.clone()]), "responses": {"200": {"description": "A page of attempts"}, "404": error("No such endpoint of this partner")}}},
-            "/v1/webhooks/{id}/replay": {"post": {"summary": "Queue again the events since `from` that the endpoint would receive (new message ids)", "parameters": [auth, id, {"name": "from", "in": "query", "required": true, "schema": {"type": "string", "format": "date-time"}}], "responses": {"202": {"description": "Queued"}, "404": error("No such endpoint of this partner"), "422": error("`from` is not an RFC 3339 time")}}}
+            "/v1/webhooks/{id}/replay": {"post": {"summary": "Queue again the events since `from` that the endpoint would receive (new message ids)", "parameters": [auth.clone(), id, {"name": "from", "in": "query", "required": true, "schema": {"type": "string", "format": "date-time"}}], "responses": {"202": {"description": "Queued"}, "404": error("No such endpoint of this partner"), "422": error("`from` is not an RFC 3339 time")}}},
+            "/v1/partners/stream": {"get": {
+                "summary": "The event types the partner is permitted, live and oldest first: Server-Sent Events (`id:` = seq, `event:` = type, `data:` = the CloudEvent JSON), or a WebSocket of `{\"seq\", \"event\"}` JSON messages when the request upgrades; resumes after `Last-Event-ID` or `after`, else starts now; events are kept 7 days",
+                "parameters": [
+                    auth,
+                    {"name": "after", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "Send the events after this seq first (0: every event kept, 7 days). Without it (and without Last-Event-ID) the stream starts now: new events only"},
+                    {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "string"}, "description": "The seq of the last event seen (an EventSource sends it when it reconnects); wins over `after`"}
+                ],
+                "responses": {
+                    "200": {"description": "text/event-stream: a first comment saying where the stream starts, then one event per feed entry, with keep-alive comments", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "101": {"description": "Switching to a WebSocket: text messages `{\"seq\": n, \"event\": {…CloudEvent…}}`"},
+                    "400": error("A WebSocket upgrade that cannot be accepted"),
+                    "401": error("No or an unknown API key"),
+                    "422": error("`after` or `Last-Event-ID` is not a seq, or an unknown query parameter")
+                }
+            }}
         },
         "schemas": {
             "WebhookCreate": {"type": "object", "required": ["url", "filters"], "additionalProperties": false, "properties": {
