@@ -274,6 +274,32 @@ pub(crate) enum WebhooksCommand {
     List(WebhooksListArgs),
     /// An endpoint's latest delivery attempts, newest first: time, status, latency, error.
     Attempts(WebhooksAttemptsArgs),
+    /// Pause an endpoint: its events queue until it is resumed.
+    Pause(WebhooksEndpointArgs),
+    /// Resume an endpoint, also a disabled one: what queued goes out, and its deliveries
+    /// that failed for good start their schedule again.
+    Resume(WebhooksEndpointArgs),
+    /// Send an endpoint again the events since a time that it would receive, under new
+    /// message ids (reads the bus: with the embedded bus, while `ovasabi up` is stopped).
+    Replay(WebhooksReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WebhooksEndpointArgs {
+    /// The endpoint's id (see `ovasabi webhooks list`)
+    pub(crate) endpoint_id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WebhooksReplayArgs {
+    /// The endpoint's id (see `ovasabi webhooks list`)
+    pub(crate) endpoint_id: String,
+    /// Replay the events published since this time (RFC 3339, e.g. 2026-11-27T10:00:00Z)
+    #[arg(long)]
+    pub(crate) from: String,
+    /// Output format; `json` prints {replay_id, from, read, queued}
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Subcommand)]

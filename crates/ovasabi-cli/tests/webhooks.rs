@@ -208,3 +208,88 @@ fn attempts_of_an_unknown_endpoint_are_an_empty_list() {
     let zero = ovasabi(dir.path(), &["webhooks", "attempts", "x", "--limit", "0"]);
     assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
 }
+
+#[test]
+fn an_operator_pauses_resumes_and_replays_an_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let added = json(
+        dir.path(),
+        &[
+            "webhooks", "partner", "add", "acme", "--permit", "order.*", "--format", "json",
+        ],
+    );
+    let partner = added["partner"]["id"].as_str().unwrap().to_owned();
+    // An endpoint as `POST /v1/webhooks` registers it (the API is not running here).
+    let db = rusqlite::Connection::open(dir.path().join("ovasabi.db")).unwrap();
+    db.execute(
+        "INSERT INTO webhook_endpoints (id, partner_id, url, filters, secret, state, created_at, updated_at)
+         VALUES ('ep-1', ?1, 'https://partner.example/hook', '[\"order.*\"]',
+                 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'active',
+                 '2026-11-27T10:00:00Z', '2026-11-27T10:00:00Z')",
+        [partner.as_str()],
+    )
+    .unwrap();
+    drop(db);
+    let state =
+        |dir: &Path| json(dir, &["webhooks", "list", "--format", "json"])[0]["state"].clone();
+
+    let out = ovasabi(dir.path(), &["webhooks", "pause", "ep-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(state(dir.path()), "paused");
+    let out = ovasabi(dir.path(), &["webhooks", "resume", "ep-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(state(dir.path()), "active");
+    let out = ovasabi(dir.path(), &["webhooks", "pause", "ep-404"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("ep-404"), "{}", stderr(&out));
+
+    // Two events on the bus, one the endpoint would receive.
+    for (topic, ty, data) in [
+        (
+            "user.events",
+            "user.registered",
+            r#"{"user_id":"u1","email":"ada@example.com","registered_at":"2026-11-27T10:00:00Z"}"#,
+        ),
+        (
+            "commerce.events",
+            "order.placed",
+            r#"{"order_id":"o1","customer_id":"u1","items":[{"sku":"MUG","quantity":2,"unit_price":{"amount_minor":1250,"currency":"EUR"}}],"total":{"amount_minor":2500,"currency":"EUR"},"shipping_address":{"recipient":"Ada","line1":"1 Main St","city":"London","postal_code":"N1","country":"GB"},"placed_at":"2026-11-27T10:00:00Z"}"#,
+        ),
+    ] {
+        let out = ovasabi(
+            dir.path(),
+            &[
+                "events", "publish", "--topic", topic, "--type", ty, "--data", data,
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let replayed = json(
+        dir.path(),
+        &[
+            "webhooks",
+            "replay",
+            "ep-1",
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(replayed["read"], 2, "{replayed}");
+    assert_eq!(replayed["queued"], 1, "{replayed}");
+    assert_eq!(
+        json(dir.path(), &["webhooks", "list", "--format", "json"])[0]["deliveries"]["pending"],
+        1
+    );
+    let out = ovasabi(
+        dir.path(),
+        &["webhooks", "replay", "ep-1", "--from", "yesterday"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--from `yesterday`"),
+        "{}",
+        stderr(&out)
+    );
+}

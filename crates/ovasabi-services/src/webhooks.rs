@@ -833,28 +833,41 @@ async fn set_state(
 ) -> Result<Json<Value>, ApiError> {
     let partner = authenticate(&s.api.store, headers).await?;
     endpoint_row(&s.api, &partner, id).await?;
-    let now = s.clock.now();
-    s.api
-        .store
+    set_endpoint_state(&s.api.store, id, state, s.clock.now()).await?;
+    s.wake.notify_one();
+    let row = endpoint_row(&s.api, &partner, id).await?;
+    Ok(Json(endpoint_json(&s.api.store, &row).await?))
+}
+
+/// Sets endpoint `id`'s state: `paused` (events queue for it), or `active` (deliveries
+/// resume; for a disabled endpoint, the deliveries that failed for good go out again, their
+/// schedule restarted). 404 naming `id` when there is no such endpoint.
+pub async fn set_endpoint_state(
+    store: &Store,
+    id: &str,
+    state: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let changed = store
         .execute(
             "UPDATE webhook_endpoints SET state = $2, disabled_reason = NULL, updated_at = $3 WHERE id = $1",
             params![id, state, now],
         )
         .await?;
+    if changed == 0 {
+        return Err(missing("id", format!("a webhook endpoint {id}")));
+    }
     if state == "active" {
         // What failed for good while it was disabled goes out again.
-        s.api
-            .store
+        store
             .execute(
                 "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_at = $2
                  WHERE endpoint_id = $1 AND status = 'failed'",
                 params![id, now],
             )
             .await?;
-        s.wake.notify_one();
     }
-    let row = endpoint_row(&s.api, &partner, id).await?;
-    Ok(Json(endpoint_json(&s.api.store, &row).await?))
+    Ok(())
 }
 
 async fn pause(
@@ -1012,22 +1025,68 @@ async fn replay(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let partner = authenticate(&s.api.store, &headers).await?;
-    let row = endpoint_row(&s.api, &partner, &id).await?;
+    endpoint_row(&s.api, &partner, &id).await?;
     let query = query
         .map_err(|e| ApiError::invalid("from", e.body_text()))?
         .0;
     let from = query
         .get("from")
-        .and_then(|f| DateTime::parse_from_rfc3339(f).ok())
-        .map(|f| f.with_timezone(&Utc))
+        .and_then(|f| parse_time(f))
         .ok_or_else(|| {
             ApiError::invalid(
                 "from",
                 "give the time to replay from, RFC 3339 (2026-11-27T10:00:00Z)",
             )
         })?;
+    let replayed = replay_endpoint(&s.api.store, &s.bus, &id, from, s.clock.now()).await?;
+    s.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(json!(replayed))).into_response())
+}
+
+/// An RFC 3339 time; a `+` of the offset that arrived as a space (an unencoded query) is
+/// read as the `+` it was.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(&text.trim().replace(' ', "+"))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// What a replay did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Replayed {
+    /// Its id, in the replayed messages' ids (`<event id>.replay-<replay id>`).
+    pub replay_id: String,
+    /// Where it started.
+    pub from: DateTime<Utc>,
+    /// Events read from the log.
+    pub read: u64,
+    /// Deliveries queued: the events the endpoint would receive.
+    pub queued: u64,
+}
+
+/// Queues again, for endpoint `endpoint_id`, the events since `from` on the platform's
+/// topics that it would receive (its filters and its partner's permissions), under new
+/// message ids (`<event id>.replay-<replay id>`, so receivers that drop repeated ids take
+/// them). Reads the log until it goes quiet for half a second (at most 100,000 events).
+pub async fn replay_endpoint(
+    store: &Store,
+    bus: &Arc<dyn Bus>,
+    endpoint_id: &str,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Replayed, ApiError> {
+    let row = store
+        .query_opt(
+            "SELECT e.filters, p.permitted FROM webhook_endpoints e
+             JOIN webhook_partners p ON p.id = e.partner_id WHERE e.id = $1",
+            params![endpoint_id],
+        )
+        .await?
+        .ok_or_else(|| missing("id", format!("a webhook endpoint {endpoint_id}")))?;
     let filters: Vec<String> =
         serde_json::from_str(&row.get::<String>("filters")?).unwrap_or_default();
+    let permitted: Vec<String> =
+        serde_json::from_str(&row.get::<String>("permitted")?).unwrap_or_default();
     let replay_id = uuid::Uuid::now_v7().simple().to_string();
     let topics: Vec<String> = {
         let mut t: Vec<String> = ovasabi_events::all_types()
@@ -1042,14 +1101,13 @@ async fn replay(
         .map_err(|e| ApiError::with(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .start(StartFrom::Time(from))
         .ephemeral(true);
-    let mut sub = s.bus.subscribe(options).await.map_err(|e| {
+    let mut sub = bus.subscribe(options).await.map_err(|e| {
         ApiError::with(
             StatusCode::SERVICE_UNAVAILABLE,
             "bus_unavailable",
             e.to_string(),
         )
     })?;
-    let now = s.clock.now();
     let mut queued = 0u64;
     let mut read = 0u64;
     // The log up to now: read until it goes quiet (bounded).
@@ -1060,20 +1118,20 @@ async fn replay(
         let event = delivery.event().clone();
         let _ = delivery.ack().await;
         let wanted = filters.iter().any(|f| type_matches(f, &event.ty))
-            && partner.permitted.iter().any(|p| type_matches(p, &event.ty));
+            && permitted.iter().any(|p| type_matches(p, &event.ty));
         if !wanted {
             continue;
         }
         let message_id = format!("{}.replay-{replay_id}", event.id);
-        queued += enqueue(&s.api.store, &id, &message_id, &event, now).await?;
+        queued += enqueue(store, endpoint_id, &message_id, &event, now).await?;
     }
     sub.close().await;
-    s.wake.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"replay_id": replay_id, "from": from, "read": read, "queued": queued})),
-    )
-        .into_response())
+    Ok(Replayed {
+        replay_id,
+        from,
+        read,
+        queued,
+    })
 }
 
 /// Queues `event` for endpoint `endpoint_id` as message `message_id`; 1 if it was new.

@@ -1,6 +1,7 @@
-//! `ovasabi webhooks partner add|list`, `ovasabi webhooks list|attempts`: operating the
-//! `webhooks` service from its database (it works while `ovasabi up` runs, and on a fresh
-//! data directory: the service's tables are created when missing).
+//! `ovasabi webhooks partner add|list`, `ovasabi webhooks list|attempts|pause|resume|replay`:
+//! operating the `webhooks` service from its database (it works while `ovasabi up` runs,
+//! and on a fresh data directory: the service's tables are created when missing). `replay`
+//! also reads the bus.
 
 use ovasabi_services::webhooks::{self, Partner, WebhooksService};
 use ovasabi_services::Service as _;
@@ -8,10 +9,10 @@ use ovasabi_store::Store;
 use serde_json::{json, Value};
 
 use crate::cli::{
-    Format, Global, WebhooksAttemptsArgs, WebhooksCommand, WebhooksListArgs,
-    WebhooksPartnerAddArgs, WebhooksPartnerCommand,
+    Format, Global, WebhooksAttemptsArgs, WebhooksCommand, WebhooksEndpointArgs, WebhooksListArgs,
+    WebhooksPartnerAddArgs, WebhooksPartnerCommand, WebhooksReplayArgs,
 };
-use crate::cmd::store_config;
+use crate::cmd::{open_bus, store_config};
 use crate::failure::Failure;
 use crate::output::outln;
 
@@ -26,7 +27,64 @@ pub(crate) async fn run(global: &Global, cmd: WebhooksCommand) -> Result<(), Fai
         }
         WebhooksCommand::List(args) => list(global, args).await,
         WebhooksCommand::Attempts(args) => attempts(global, args).await,
+        WebhooksCommand::Pause(args) => set_state(global, args, "paused").await,
+        WebhooksCommand::Resume(args) => set_state(global, args, "active").await,
+        WebhooksCommand::Replay(args) => replay(global, args).await,
     }
+}
+
+async fn set_state(
+    global: &Global,
+    args: WebhooksEndpointArgs,
+    state: &str,
+) -> Result<(), Failure> {
+    let store = open(global).await?;
+    webhooks::set_endpoint_state(&store, &args.endpoint_id, state, chrono::Utc::now())
+        .await
+        .map_err(|e| {
+            Failure::usage(format!(
+                "{}: `ovasabi webhooks list` shows the endpoints",
+                e.message
+            ))
+        })?;
+    eprintln!("endpoint {} is {state}", args.endpoint_id);
+    Ok(())
+}
+
+async fn replay(global: &Global, args: WebhooksReplayArgs) -> Result<(), Failure> {
+    let from = webhooks::parse_time(&args.from).ok_or_else(|| {
+        Failure::usage(format!(
+            "--from `{}` is not an RFC 3339 time such as 2026-11-27T10:00:00Z",
+            args.from
+        ))
+    })?;
+    let store = open(global).await?;
+    let bus = open_bus(global).await?;
+    let result =
+        webhooks::replay_endpoint(&store, &bus, &args.endpoint_id, from, chrono::Utc::now()).await;
+    let _ = bus.close().await;
+    let replayed = result.map_err(|e| {
+        if e.status.as_u16() == 404 {
+            Failure::usage(format!(
+                "{}: `ovasabi webhooks list` shows the endpoints",
+                e.message
+            ))
+        } else {
+            Failure::runtime(e.message)
+        }
+    })?;
+    match args.format {
+        Format::Json => outln!("{}", json!(replayed)),
+        Format::Pretty => outln!(
+            "replay {}: {} events read since {}, {} queued for endpoint {}",
+            replayed.replay_id,
+            replayed.read,
+            replayed.from.to_rfc3339(),
+            replayed.queued,
+            args.endpoint_id
+        ),
+    }
+    Ok(())
 }
 
 async fn open(global: &Global) -> Result<Store, Failure> {
