@@ -73,6 +73,9 @@ pub(crate) enum Command {
     /// Rebuild a projection from the start of the log.
     #[command(subcommand)]
     Replay(ReplayCommand),
+    /// The causal tree of events around an event id or a correlation id, from the audit
+    /// trail: which service published what, caused by what, when.
+    Trace(TraceArgs),
     /// Operate partners' webhooks: add partners (and their API keys), list partners and
     /// endpoints, inspect delivery attempts. Reads the services' database, so it works
     /// while `ovasabi up` runs.
@@ -239,6 +242,16 @@ pub(crate) enum AuditCommand {
     /// Recompute the trail's hash chain: names the first entry changed, removed or moved
     /// (exit code 3), or says how many entries are intact and how many are not chained yet.
     Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TraceArgs {
+    /// An event id (the tree of its correlation, or what it caused), or a correlation id
+    /// (the X-Correlation-Id of a request)
+    pub(crate) id: String,
+    /// Output format; `json` prints one object: {asked, correlation_id, events, roots}
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,7 @@ fn main() {
             Command::Schema(cmd) => cmd::schema::run(&cli.global, cmd).await,
             Command::Audit(cmd) => cmd::audit::run(&cli.global, cmd).await,
             Command::Replay(cmd) => cmd::replay::run(&cli.global, cmd).await,
+            Command::Trace(args) => cmd::audit::trace(&cli.global, args).await,
             Command::Webhooks(cmd) => cmd::webhooks::run(&cli.global, cmd).await,
             Command::Events(cmd) => cmd::events::run(&cli.global, cmd).await,
             Command::Bus(cmd) => cmd::bus::run(&cli.global, cmd).await,

@@ -210,6 +210,41 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     );
     assert!(records.iter().all(|r| r["attempt"] == 1), "{records:?}");
 
+    // `ovasabi trace` of the registration: the bonus it caused hangs under it.
+    let registration = records
+        .iter()
+        .find(|r| r["event"]["type"] == "user.registered")
+        .unwrap()["event"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tree = stdout_ok(&ovasabi(data_dir, &["trace", &registration]));
+    let lines: Vec<&str> = tree.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("trace of {registration}: 2 events")),
+        "{tree}"
+    );
+    assert!(
+        lines[1].starts_with("+0 ms  user.registered  ") && lines[1].contains("user.events@0"),
+        "{tree}"
+    );
+    assert!(
+        lines[2].starts_with("└─ +") && lines[2].contains("coin.mined  wallet  u1"),
+        "{tree}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout_ok(&ovasabi(
+        data_dir,
+        &["trace", &registration, "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(json["roots"], serde_json::json!([registration]));
+    assert_eq!(json["events"][1]["type"], "coin.mined");
+    assert_eq!(json["events"][1]["causation_id"], registration.as_str());
+    let unknown = ovasabi(data_dir, &["trace", "nothing-like-it"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("holds no event with id or correlation id `nothing-like-it`"));
+
     let status = up.terminate();
     assert!(status.success(), "{status}:\n{}", up.log());
     let log = up.log();

@@ -127,6 +127,22 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
         INSERT INTO audit_chain (id, position, hash)
             VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');",
         ),
+        Migration::per_backend(
+            3,
+            "audit_events.correlation_id, causation_id: the causal links, for ovasabi trace",
+            "ALTER TABLE audit_events ADD COLUMN correlation_id TEXT;
+        ALTER TABLE audit_events ADD COLUMN causation_id TEXT;
+        UPDATE audit_events SET correlation_id = json_extract(event, '$.correlationid'),
+            causation_id = json_extract(event, '$.causationid');
+        CREATE INDEX audit_events_correlation ON audit_events (correlation_id);
+        CREATE INDEX audit_events_causation ON audit_events (causation_id);",
+            "ALTER TABLE audit_events ADD COLUMN correlation_id TEXT;
+        ALTER TABLE audit_events ADD COLUMN causation_id TEXT;
+        UPDATE audit_events SET correlation_id = event::json->>'correlationid',
+            causation_id = event::json->>'causationid';
+        CREATE INDEX audit_events_correlation ON audit_events (correlation_id);
+        CREATE INDEX audit_events_causation ON audit_events (causation_id);",
+        ),
     ],
 );
 
@@ -285,8 +301,9 @@ impl Handler for Recorder {
         if inserted {
             tx.execute(
                 "INSERT INTO audit_events (event_id, event_type, source, subject, topic,
-                     bus_offset, event_time, attempt, recorded_by, recorded_at, event)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     bus_offset, event_time, attempt, recorded_by, recorded_at, event,
+                     correlation_id, causation_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 params![
                     event.id.as_str(),
                     event.ty.as_str(),
@@ -299,6 +316,8 @@ impl Handler for Recorder {
                     self.instance.as_str(),
                     Utc::now(),
                     json::to_json_string(event),
+                    event.correlation_id(),
+                    event.causation_id(),
                 ],
             )
             .await
@@ -392,6 +411,157 @@ pub async fn recent(store: &Store, filter: &AuditFilter) -> Result<Vec<AuditReco
             })
         })
         .collect()
+}
+
+/// One event of a [`Trace`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TraceEvent {
+    /// Its id.
+    pub id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Its source: the service that published it.
+    pub source: String,
+    /// Its subject.
+    pub subject: Option<String>,
+    /// The topic it was recorded from, and its offset there.
+    pub topic: String,
+    /// Its offset on `topic`.
+    pub offset: i64,
+    /// When it happened (its `time`).
+    pub time: Option<chrono::DateTime<Utc>>,
+    /// When the audit trail recorded it.
+    pub recorded_at: chrono::DateTime<Utc>,
+    /// The delivery attempt that recorded it (above 1: it was redelivered).
+    pub attempt: i64,
+    /// Its `correlationid`.
+    pub correlation_id: Option<String>,
+    /// Its `causationid`: the event it was a reaction to.
+    pub causation_id: Option<String>,
+    /// The ids of the events it caused, by time.
+    pub caused: Vec<String>,
+}
+
+/// The causal tree of events around one event or correlation id ([`trace`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Trace {
+    /// What was asked for: an event id or a correlation id.
+    pub asked: String,
+    /// The correlation id the events share, if the asked event had one.
+    pub correlation_id: Option<String>,
+    /// The events, by time.
+    pub events: Vec<TraceEvent>,
+    /// The events caused by none of the others, by time: the trees' roots.
+    pub roots: Vec<String>,
+}
+
+/// The causal tree around `id`, from the audit trail: when `id` is an event, every event of
+/// its correlation (or, without one, the event and what it caused, transitively); when it
+/// is a correlation id, its events. `None` when the trail holds nothing of it. Events are
+/// linked by their `causationid`.
+pub async fn trace(store: &Store, id: &str) -> Result<Option<Trace>, StoreError> {
+    const COLUMNS: &str = "seq, event_id, event_type, source, subject, topic, bus_offset, event_time, attempt, recorded_at, correlation_id, causation_id";
+    let read = |row: &Row| -> Result<(i64, TraceEvent), StoreError> {
+        Ok((
+            row.get("seq")?,
+            TraceEvent {
+                id: row.get("event_id")?,
+                ty: row.get("event_type")?,
+                source: row.get("source")?,
+                subject: row.get("subject")?,
+                topic: row.get("topic")?,
+                offset: row.get("bus_offset")?,
+                time: row.get("event_time")?,
+                recorded_at: row.get("recorded_at")?,
+                attempt: row.get("attempt")?,
+                correlation_id: row.get("correlation_id")?,
+                causation_id: row.get("causation_id")?,
+                caused: Vec::new(),
+            },
+        ))
+    };
+    const MOST: usize = 10_000;
+    let own = store
+        .query(
+            &format!("SELECT {COLUMNS} FROM audit_events WHERE event_id = $1 ORDER BY seq LIMIT 1"),
+            params![id],
+        )
+        .await?;
+    let own = own.first().map(read).transpose()?;
+    let correlation = match &own {
+        Some((_, event)) => event.correlation_id.clone(),
+        None => Some(id.to_owned()),
+    };
+    let mut found: Vec<(i64, TraceEvent)> = Vec::new();
+    if let Some(c) = &correlation {
+        for row in store
+            .query(
+                &format!("SELECT {COLUMNS} FROM audit_events WHERE correlation_id = $1 ORDER BY seq LIMIT {MOST}"),
+                params![c.as_str()],
+            )
+            .await?
+        {
+            found.push(read(&row)?);
+        }
+    }
+    // The asked event and what it caused, transitively, whatever their correlation.
+    if let Some(own) = own {
+        let mut frontier = vec![own.1.id.clone()];
+        found.push(own);
+        while let Some(cause) = frontier.pop() {
+            if found.len() >= MOST {
+                break;
+            }
+            for row in store
+                .query(
+                    &format!("SELECT {COLUMNS} FROM audit_events WHERE causation_id = $1 ORDER BY seq LIMIT {MOST}"),
+                    params![cause.as_str()],
+                )
+                .await?
+            {
+                let (seq, event) = read(&row)?;
+                if !found.iter().any(|(_, e)| e.id == event.id) {
+                    frontier.push(event.id.clone());
+                    found.push((seq, event));
+                }
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    // One entry per event (the first recorded: a dead-lettered copy keeps its id).
+    found.sort_by_key(|(seq, _)| *seq);
+    let mut events: Vec<TraceEvent> = Vec::with_capacity(found.len());
+    for (_, event) in found {
+        if !events.iter().any(|e| e.id == event.id) {
+            events.push(event);
+        }
+    }
+    events.sort_by_key(|e| (e.time.unwrap_or(e.recorded_at), e.recorded_at));
+    let ids: std::collections::HashSet<String> = events.iter().map(|e| e.id.clone()).collect();
+    let mut caused: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut roots = Vec::new();
+    for e in &events {
+        match e.causation_id.as_ref().filter(|c| ids.contains(*c)) {
+            Some(cause) => caused.entry(cause.clone()).or_default().push(e.id.clone()),
+            None => roots.push(e.id.clone()),
+        }
+    }
+    for e in &mut events {
+        e.caused = caused.remove(&e.id).unwrap_or_default();
+    }
+    Ok(Some(Trace {
+        asked: id.to_owned(),
+        correlation_id: correlation.filter(|c| {
+            events
+                .iter()
+                .any(|e| e.correlation_id.as_deref() == Some(c))
+        }),
+        events,
+        roots,
+    }))
 }
 
 /// How long the chainer waits after a failed pass (the database down or busy).

@@ -1,6 +1,7 @@
 //! The audit trail's hash chain: every recorded event becomes an entry chained to the one
 //! before by the chainer (after it is recorded, not while), and `verify` names the first
-//! entry changed, removed or moved — on SQLite and PostgreSQL.
+//! entry changed, removed or moved — on SQLite and PostgreSQL. And `trace`: an order's
+//! causal tree, requests sharing a correlation id and the reactions they caused.
 
 #[macro_use]
 mod common;
@@ -367,7 +368,108 @@ async fn rows_wait_unchained_and_a_later_pass_continues_the_chain(db: Db) {
     broken_at(verdict(&store).await, before + 1, "missing");
 }
 
+async fn an_orders_trace_links_every_reaction_to_its_cause(db: Db) {
+    let services: Vec<Arc<dyn Service>> = vec![
+        Arc::new(ovasabi_services::users::UsersService),
+        Arc::new(ovasabi_services::commerce::CommerceService::default_provider()),
+        Arc::new(ovasabi_services::wallet::WalletService),
+        Arc::new(AuditService::default()),
+    ];
+    let Some(p) = start(services, db, "audit_trace").await else {
+        return;
+    };
+    let checkout = [("X-Correlation-Id", "checkout-7")];
+    let (_, ada, _) = p
+        .post_with("/v1/users", &json!({"email": "ada@example.com"}), &[])
+        .await;
+    let ada = ada["id"].as_str().unwrap().to_owned();
+    let (status, order, _) = p
+        .post_with("/v1/orders", &common::order_of(&ada, 2500), &checkout)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let order = order["id"].as_str().unwrap().to_owned();
+    for (step, body) in [
+        ("pay", json!({"method": "card"})),
+        ("ship", json!({"carrier": "dhl"})),
+    ] {
+        let (status, answer, _) = p
+            .post_with(&format!("/v1/orders/{order}/{step}"), &body, &checkout)
+            .await;
+        assert!(status.is_success(), "{step}: {answer}");
+    }
+    let store = Store::open(&p.database, &[]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let trace = loop {
+        let trace = audit::trace(&store, "checkout-7").await.unwrap();
+        if let Some(trace) = trace.filter(|t| t.events.iter().any(|e| e.ty == "coin.mined")) {
+            break trace;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reward never reached the trail"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let of = |ty: &str| trace.events.iter().find(|e| e.ty == ty).unwrap();
+    let types: Vec<&str> = trace.events.iter().map(|e| e.ty.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "order.placed",
+            "payment.completed",
+            "order.shipped",
+            "coin.mined"
+        ],
+        "by time; the signup bonus is of another correlation"
+    );
+    // The three requests are roots; the reward hangs under the shipment that caused it.
+    assert_eq!(
+        trace.roots,
+        [
+            &of("order.placed").id,
+            &of("payment.completed").id,
+            &of("order.shipped").id
+        ]
+        .map(|s| s.clone())
+    );
+    assert_eq!(of("order.shipped").caused, [of("coin.mined").id.clone()]);
+    assert_eq!(of("coin.mined").source, "/ovasabi/wallet");
+    assert_eq!(trace.correlation_id.as_deref(), Some("checkout-7"));
+
+    // Asked by event id: the same tree (its correlation's).
+    let by_event = audit::trace(&store, &of("coin.mined").id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_event.events.len(), 4);
+    assert_eq!(by_event.correlation_id.as_deref(), Some("checkout-7"));
+    // The registration's own tree: the registration and its bonus.
+    let registered = audit::recent(
+        &store,
+        &audit::AuditFilter {
+            event_type: Some("user.registered".to_owned()),
+            limit: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let registered: serde_json::Value = serde_json::from_str(&registered[0].event_json).unwrap();
+    let bonus = audit::trace(&store, registered["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let types: Vec<&str> = bonus.events.iter().map(|e| e.ty.as_str()).collect();
+    assert_eq!(types, ["user.registered", "coin.mined"]);
+    assert!(audit::trace(&store, "no-such-thing")
+        .await
+        .unwrap()
+        .is_none());
+    p.stop().await;
+}
+
 on_both!(
+    an_orders_trace_links_every_reaction_to_its_cause,
     the_chain_names_the_first_tampered_entry,
     rows_wait_unchained_and_a_later_pass_continues_the_chain
 );

@@ -1,11 +1,11 @@
-//! `ovasabi audit list|verify`: the audit trail, read from the services' database (it works
-//! while `ovasabi up` runs).
+//! `ovasabi audit list|verify` and `ovasabi trace`: the audit trail, read from the services'
+//! database (it works while `ovasabi up` runs).
 
 use ovasabi_services::audit::{self, AuditFilter, Verdict};
 use ovasabi_services::Service as _;
 use ovasabi_store::Store;
 
-use crate::cli::{AuditCommand, AuditListArgs, AuditVerifyArgs, Format, Global};
+use crate::cli::{AuditCommand, AuditListArgs, AuditVerifyArgs, Format, Global, TraceArgs};
 use crate::cmd::store_config;
 use crate::failure::Failure;
 use crate::output::outln;
@@ -120,6 +120,98 @@ async fn list(global: &Global, args: AuditListArgs) -> Result<(), Failure> {
                     r.recorded_by
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// `ovasabi trace ID`: the causal tree around an event or a correlation, as a tree for
+/// people (one line per event: time since the first, type, publishing service, subject,
+/// topic and offset; redeliveries marked) or one JSON object.
+pub(crate) async fn trace(global: &Global, args: TraceArgs) -> Result<(), Failure> {
+    let store = open(global).await?;
+    let trace = audit::trace(&store, args.id.trim())
+        .await
+        .map_err(|e| Failure::runtime(format!("reading the audit trail: {e}")))?
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "the audit trail holds no event with id or correlation id `{}` (`ovasabi audit list` shows what it holds; the audit service records events as they pass)",
+                args.id.trim()
+            ))
+        })?;
+    if matches!(args.format, Format::Json) {
+        outln!("{}", serde_json::to_string(&trace).unwrap_or_default());
+        return Ok(());
+    }
+    let start = trace
+        .events
+        .iter()
+        .map(|e| e.time.unwrap_or(e.recorded_at))
+        .min()
+        .unwrap_or_default();
+    let end = trace
+        .events
+        .iter()
+        .map(|e| e.time.unwrap_or(e.recorded_at))
+        .max()
+        .unwrap_or_default();
+    outln!(
+        "trace of {}: {} event{} over {} ms{}",
+        trace.asked,
+        trace.events.len(),
+        if trace.events.len() == 1 { "" } else { "s" },
+        (end - start).num_milliseconds(),
+        match &trace.correlation_id {
+            Some(c) if *c != trace.asked => format!(", correlation {c}"),
+            _ => String::new(),
+        }
+    );
+    let by_id: std::collections::HashMap<&str, &audit::TraceEvent> =
+        trace.events.iter().map(|e| (e.id.as_str(), e)).collect();
+    fn line(
+        event: &audit::TraceEvent,
+        by_id: &std::collections::HashMap<&str, &audit::TraceEvent>,
+        start: chrono::DateTime<chrono::Utc>,
+        lead: &str,
+        branch: &str,
+    ) {
+        let at = (event.time.unwrap_or(event.recorded_at) - start).num_milliseconds();
+        let service = event.source.rsplit('/').next().unwrap_or(&event.source);
+        let redelivered = if event.attempt > 1 {
+            format!("  (attempt {})", event.attempt)
+        } else {
+            String::new()
+        };
+        outln!(
+            "{lead}{branch}+{at} ms  {}  {}  {}  {}@{}  {}{redelivered}",
+            event.ty,
+            service,
+            event.subject.as_deref().unwrap_or("-"),
+            event.topic,
+            event.offset,
+            event.id
+        );
+        let below = match branch {
+            "├─ " => format!("{lead}│  "),
+            "└─ " => format!("{lead}   "),
+            _ => lead.to_owned(),
+        };
+        for (i, child) in event.caused.iter().enumerate() {
+            if let Some(child) = by_id.get(child.as_str()) {
+                let last = i + 1 == event.caused.len();
+                line(
+                    child,
+                    by_id,
+                    start,
+                    &below,
+                    if last { "└─ " } else { "├─ " },
+                );
+            }
+        }
+    }
+    for root in &trace.roots {
+        if let Some(event) = by_id.get(root.as_str()) {
+            line(event, &by_id, start, "", "");
         }
     }
     Ok(())
