@@ -1559,7 +1559,9 @@ async fn run_dispatcher(d: Dispatcher) {
             Ok(claimed) => {
                 for (delivery, endpoint) in claimed {
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        break;
+                        // No slot after all: the lease lapses and the delivery comes back.
+                        busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&endpoint);
+                        continue;
                     };
                     let (d, client, busy) = (d.clone(), client.clone(), busy.clone());
                     running.spawn(async move {
@@ -1691,6 +1693,16 @@ async fn deliver(d: &Dispatcher, client: &reqwest::Client, id: &str) -> Result<(
         .await?;
     let Some(row) = row else { return Ok(()) };
     let endpoint: String = row.get("endpoint_id")?;
+    if row.get::<String>("state")? != "active" {
+        // Paused or disabled since it was claimed: it waits, unleased.
+        d.store
+            .execute(
+                "UPDATE webhook_deliveries SET lease_until = NULL WHERE id = $1",
+                params![id],
+            )
+            .await?;
+        return Ok(());
+    }
     let message_id: String = row.get("message_id")?;
     let body: String = row.get("body")?;
     let url: String = row.get("url")?;
