@@ -24,12 +24,18 @@
 //!   events are not acked, so the bus delivers them again (after the ack timeout) to this
 //!   group. Once a handler has returned, its delivery is settled even past the grace period:
 //!   stopping then could only cause duplicates.
+//!
+//! # Counters
+//!
+//! [`Consumer::stats`] gives a live view of what [`Consumer::run`] counts — deliveries by
+//! outcome, by topic and event type, and handler durations (see [`crate::stats`]) — for a
+//! metrics endpoint to read while the consumer runs; `run` returns the final
+//! [`RunSummary`].
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use ovasabi_core::{Bus, BusError, Delivery, Event, Publisher, SubscribeOptions, Subscriber};
@@ -40,6 +46,7 @@ use tracing::Instrument;
 
 use crate::dead_letter::{FailureDecision, RedeliveryPolicy};
 use crate::handler::{Handler, HandlerError, Message, Outgoing};
+use crate::stats::{ConsumerStats, Counters, Outcome};
 
 /// What one [`Consumer::run`] did. Every delivery received is counted in exactly one of
 /// `acked`, `nacked`, `dead_lettered`, `unfinished` and `settle_failed`.
@@ -63,38 +70,6 @@ pub struct RunSummary {
     pub published: u64,
     /// Handler calls that panicked (each also counted as nacked or dead-lettered).
     pub panicked: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    received: AtomicU64,
-    acked: AtomicU64,
-    nacked: AtomicU64,
-    dead_lettered: AtomicU64,
-    unfinished: AtomicU64,
-    settle_failed: AtomicU64,
-    published: AtomicU64,
-    panicked: AtomicU64,
-}
-
-impl Counters {
-    fn bump(counter: &AtomicU64, by: u64) {
-        counter.fetch_add(by, AtomicOrdering::Relaxed);
-    }
-
-    fn summary(&self) -> RunSummary {
-        let get = |c: &AtomicU64| c.load(AtomicOrdering::Relaxed);
-        RunSummary {
-            received: get(&self.received),
-            acked: get(&self.acked),
-            nacked: get(&self.nacked),
-            dead_lettered: get(&self.dead_lettered),
-            unfinished: get(&self.unfinished),
-            settle_failed: get(&self.settle_failed),
-            published: get(&self.published),
-            panicked: get(&self.panicked),
-        }
-    }
 }
 
 /// Runs a [`Handler`] on the deliveries of one subscription; see the [module
@@ -135,6 +110,7 @@ pub struct Consumer<H> {
     redelivery: RedeliveryPolicy,
     grace: Duration,
     subscribed: Option<tokio::sync::oneshot::Sender<()>>,
+    stats: ConsumerStats,
 }
 
 impl<H> std::fmt::Debug for Consumer<H> {
@@ -170,6 +146,7 @@ impl<H: Handler> Consumer<H> {
             redelivery: RedeliveryPolicy::default(),
             grace: Self::DEFAULT_SHUTDOWN_GRACE,
             subscribed: None,
+            stats: ConsumerStats::new(),
         }
     }
 
@@ -207,6 +184,13 @@ impl<H: Handler> Consumer<H> {
         self
     }
 
+    /// A live view of this consumer's counters and handler durations, shared with it: take
+    /// it before [`Consumer::run`] and read it while the consumer runs (see
+    /// [`crate::stats`]). Its [`ConsumerStats::snapshot`] at the end is what `run` returns.
+    pub fn stats(&self) -> ConsumerStats {
+        self.stats.clone()
+    }
+
     /// Subscribes and handles deliveries until `shutdown` is cancelled or the subscription
     /// ends, then shuts down gracefully (see the [module docs](crate::consumer)).
     ///
@@ -233,7 +217,7 @@ impl<H: Handler> Consumer<H> {
             publisher: self.publisher,
             redelivery: self.redelivery,
             max_deliveries,
-            counters: Counters::default(),
+            stats: self.stats,
         });
         let tracker = TaskTracker::new();
         let abandon = CancellationToken::new();
@@ -256,7 +240,12 @@ impl<H: Handler> Consumer<H> {
             };
             match next {
                 Some(Ok(delivery)) => {
-                    Counters::bump(&shared.counters.received, 1);
+                    Counters::bump(&shared.stats.counters().received, 1);
+                    shared.stats.count_event(
+                        &delivery.info().topic,
+                        &delivery.event().ty,
+                        Outcome::Received,
+                    );
                     tracker.spawn(process(shared.clone(), delivery, abandon.clone(), permit));
                 }
                 None | Some(Err(BusError::Closed)) => {
@@ -302,7 +291,7 @@ impl<H: Handler> Consumer<H> {
         }
         subscription.close().await;
 
-        let summary = shared.counters.summary();
+        let summary = shared.stats.snapshot();
         tracing::info!(group = %group, ?summary, "consumer stopped");
         outcome.map(|()| summary)
     }
@@ -314,7 +303,7 @@ struct Shared<H> {
     publisher: Arc<dyn Publisher>,
     redelivery: RedeliveryPolicy,
     max_deliveries: u32,
-    counters: Counters,
+    stats: ConsumerStats,
 }
 
 /// Handles one delivery and settles it, holding a concurrency permit throughout.
@@ -336,21 +325,25 @@ async fn process<H: Handler>(
     );
     async move {
         tracing::debug!("handling");
+        let started = Instant::now();
         let call = AssertUnwindSafe(shared.handler.handle(&msg)).catch_unwind();
         let result = tokio::select! {
             biased;
-            result = call => result,
+            result = call => {
+                shared.stats.observe_handler(started.elapsed());
+                result
+            }
             _ = abandon.cancelled() => {
                 tracing::warn!(
                     event_id = %msg.event().id,
                     "handler still running at the end of the grace period; left unacked for redelivery"
                 );
-                Counters::bump(&shared.counters.unfinished, 1);
+                Counters::bump(&shared.stats.counters().unfinished, 1);
                 return;
             }
         };
         let result = result.unwrap_or_else(|panic| {
-            Counters::bump(&shared.counters.panicked, 1);
+            Counters::bump(&shared.stats.counters().panicked, 1);
             Err(HandlerError::transient(format!(
                 "handler panicked: {}",
                 panic_message(panic.as_ref())
@@ -369,7 +362,7 @@ async fn settle<H>(
     msg: &Message,
     result: Result<Vec<Outgoing>, HandlerError>,
 ) {
-    let counters = &shared.counters;
+    let counters = shared.stats.counters();
     let event = msg.event();
     let error = match result {
         Ok(outgoing) => {
@@ -381,6 +374,9 @@ async fn settle<H>(
                     match delivery.ack().await {
                         Ok(()) => {
                             Counters::bump(&counters.acked, 1);
+                            shared
+                                .stats
+                                .count_event(msg.topic(), &event.ty, Outcome::Acked);
                             tracing::debug!(
                                 event_id = %event.id,
                                 event_type = %event.ty,
@@ -421,7 +417,7 @@ async fn settle<H>(
     let decision = shared
         .redelivery
         .decide(msg.info(), shared.max_deliveries, &error);
-    let (settled, counter) = match decision {
+    let (settled, counter, outcome) = match decision {
         FailureDecision::Nack { delay, error: text } => {
             tracing::warn!(
                 event_id = %event.id,
@@ -433,7 +429,11 @@ async fn settle<H>(
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "handler failed; nacking for redelivery"
             );
-            (delivery.nack(delay, Some(text)).await, &counters.nacked)
+            (
+                delivery.nack(delay, Some(text)).await,
+                &counters.nacked,
+                Outcome::Nacked,
+            )
         }
         FailureDecision::DeadLetter(why) => {
             tracing::error!(
@@ -446,11 +446,18 @@ async fn settle<H>(
                 error = why.error.as_deref().unwrap_or(""),
                 "handler failed; dead-lettering"
             );
-            (delivery.dead_letter(why).await, &counters.dead_lettered)
+            (
+                delivery.dead_letter(why).await,
+                &counters.dead_lettered,
+                Outcome::DeadLettered,
+            )
         }
     };
     match settled {
-        Ok(()) => Counters::bump(counter, 1),
+        Ok(()) => {
+            Counters::bump(counter, 1);
+            shared.stats.count_event(msg.topic(), &event.ty, outcome);
+        }
         Err(error) => {
             Counters::bump(&counters.settle_failed, 1);
             tracing::warn!(
@@ -511,5 +518,63 @@ mod tests {
         assert_eq!(panic_message(p.as_ref()), "bang");
         let p: Box<dyn Any + Send> = Box::new(42);
         assert_eq!(panic_message(p.as_ref()), "a non-string panic payload");
+    }
+
+    /// The stats taken before `run` count while it runs, by outcome, event type and handler
+    /// duration, and end equal to the run's summary.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stats_are_live_while_the_consumer_runs() {
+        use ovasabi_core::StartFrom;
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Arc::new(
+            ovasabi_embedded::EmbeddedBus::open(ovasabi_embedded::EmbeddedConfig::new(dir.path()))
+                .await
+                .unwrap(),
+        );
+        for (id, ty) in [("e1", "good"), ("e2", "good"), ("e3", "bad")] {
+            bus.publish("stats.events", Event::new(ty, "/test").with_id(id))
+                .await
+                .unwrap();
+        }
+        let options = SubscribeOptions::new("stats", ["stats.events"])
+            .unwrap()
+            .start(StartFrom::Beginning);
+        let handler = crate::handler_fn(|msg: Message| async move {
+            if msg.event().ty == "bad" {
+                Err(HandlerError::permanent("bad event"))
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        let consumer = Consumer::on_bus(bus.clone(), options, handler);
+        let stats = consumer.stats();
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(consumer.run(shutdown.clone()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !(stats.snapshot().acked == 2 && stats.snapshot().dead_lettered == 1) {
+            assert!(std::time::Instant::now() < deadline, "{stats:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let live = stats.snapshot();
+        assert_eq!((live.received, live.nacked), (3, 0));
+        assert_eq!(stats.handler_duration().count, 3);
+        let by_event = stats.by_event();
+        assert_eq!(by_event.len(), 2, "{by_event:?}");
+        assert_eq!(
+            (by_event[0].event_type.as_str(), by_event[0].dead_lettered),
+            ("bad", 1)
+        );
+        assert_eq!(
+            (
+                by_event[1].event_type.as_str(),
+                by_event[1].received,
+                by_event[1].acked
+            ),
+            ("good", 2, 2)
+        );
+        shutdown.cancel();
+        let summary = run.await.unwrap().unwrap();
+        assert_eq!(summary, stats.snapshot());
+        bus.close().await.unwrap();
     }
 }

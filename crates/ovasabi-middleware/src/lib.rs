@@ -29,6 +29,8 @@
 //!   - [`dead_letter`] — [`RedeliveryPolicy`]: redeliver or dead-letter a failure; used by the
 //!     consumer, below all layers.
 //! - [`consumer`] — [`Consumer`] and [`RunSummary`]: the runner and its guarantees.
+//! - [`stats`] — [`ConsumerStats`]: a running consumer's counters and handler durations,
+//!   read live (for metrics).
 
 pub mod consumer;
 pub mod correlation;
@@ -37,6 +39,7 @@ pub mod dedup;
 pub mod handler;
 pub mod layer;
 pub mod retry;
+pub mod stats;
 pub mod timeout;
 pub mod trace_context;
 
@@ -47,5 +50,6 @@ pub use dedup::{Deduplicator, DeduplicatorLayer};
 pub use handler::{handler_fn, ErrorKind, Handler, HandlerError, HandlerFn, Message, Outgoing};
 pub use layer::{HandlerBuilder, Identity, Layer, Stack};
 pub use retry::{ConstantBackoff, ExponentialBackoff, Retry, RetryLayer, RetryPolicy};
+pub use stats::{ConsumerStats, EventCounts, HistogramSnapshot};
 pub use timeout::{Timeout, TimeoutLayer};
 pub use trace_context::{TraceContext, TraceContextLayer, TraceParent};

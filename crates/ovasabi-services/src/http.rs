@@ -418,7 +418,8 @@ pub async fn not_found() -> ApiError {
     )
 }
 
-/// `GET /healthz`: the process answers.
+/// `GET /healthz`: the process answers (liveness; readiness, which asks the database, the
+/// bus and the outbox, is `GET /readyz`: see [`crate::metrics`]).
 pub async fn healthz() -> &'static str {
     "ok"
 }

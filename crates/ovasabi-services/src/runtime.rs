@@ -12,6 +12,24 @@
 //! the ack timeout. A service makes that safe by recording what it processed in the same
 //! transaction as its effect ([`ovasabi_store::Inbox`]), so an event delivered twice takes
 //! effect once.
+//!
+//! # HTTP
+//!
+//! With [`Settings::http`], the runtime serves every service's routes and:
+//!
+//! - `GET /healthz` — liveness: `ok` whenever the process serves HTTP;
+//! - `GET /readyz` — readiness: 200 `{"ready": true, "checks": {…}}` when the database
+//!   answers `SELECT 1`, the bus lists its topics, and the oldest unpublished outbox row is
+//!   younger than [`crate::metrics::OUTBOX_STUCK_AFTER`] (or there is none); 503 with the
+//!   same shape, each failing check giving its `error`, otherwise;
+//! - `GET /metrics` — Prometheus metrics (text format 0.0.4): every consumer's deliveries by
+//!   outcome (and by topic and event type), handler durations, consumer lag, the outbox
+//!   backlog and its oldest row's age, webhook deliveries and endpoints; see
+//!   [`crate::metrics`] for the list;
+//! - `GET /v1/status` — the platform at a glance ([`crate::status`]): topics with their events
+//!   and dead letters, groups with their lag, the outbox backlog, webhook endpoints by
+//!   state (what `ovasabi status` prints);
+//! - `GET /openapi.json` — the OpenAPI document of the running services' APIs.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +43,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::Api;
+use crate::metrics::Monitor;
 use crate::relay::{Relay, RelayHandle};
 
 /// Settings every service of a process shares.
@@ -290,6 +309,7 @@ pub struct Runtime {
     /// The services' background tasks, and what stops them.
     background: (Vec<JoinHandle<()>>, CancellationToken),
     grace: Duration,
+    monitor: Monitor,
 }
 
 /// The runtime's own tables: idempotency of HTTP requests, the outbox relay's lease.
@@ -348,6 +368,7 @@ impl Runtime {
                 publish: settings.publish_events,
             },
         };
+        let monitor = Monitor::new(store.clone(), bus.clone(), Some(relay_handle.clone()));
         let stop = CancellationToken::new();
         let mut runtime = Runtime {
             consumers: Vec::new(),
@@ -358,9 +379,10 @@ impl Runtime {
             http: None,
             background: (Vec::new(), CancellationToken::new()),
             grace: settings.shutdown_grace,
+            monitor: monitor.clone(),
         };
         if let Some(addr) = settings.http {
-            match serve_http(services, &ctx, addr).await {
+            match serve_http(services, &ctx, &monitor, addr).await {
                 Ok(http) => runtime.http = Some(http),
                 Err(e) => {
                     runtime.stop_support().await;
@@ -386,6 +408,7 @@ impl Runtime {
                     .concurrency(settings.concurrency)
                     .shutdown_grace(settings.shutdown_grace)
                     .notify_subscribed(tx);
+                monitor.register(info.clone(), consumer.stats());
                 let index = runtime.consumers.len();
                 let token = stop.child_token();
                 runtime
@@ -417,6 +440,12 @@ impl Runtime {
     /// The consumers running.
     pub fn consumers(&self) -> &[ConsumerInfo] {
         &self.consumers
+    }
+
+    /// What `/metrics` and `/readyz` read: the consumers' live counters, the store, the
+    /// bus.
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
     }
 
     /// Where the HTTP API listens, if it does.
@@ -540,10 +569,12 @@ impl Runtime {
     }
 }
 
-/// Binds `addr` and serves every service's routes, `/healthz` and `/openapi.json`.
+/// Binds `addr` and serves every service's routes, `/healthz`, `/readyz`, `/metrics`,
+/// `/v1/status` and `/openapi.json`.
 async fn serve_http(
     services: &[Arc<dyn Service>],
     ctx: &Context,
+    monitor: &Monitor,
     addr: SocketAddr,
 ) -> Result<(SocketAddr, JoinHandle<()>, CancellationToken), ServiceError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -564,6 +595,30 @@ async fn serve_http(
             axum::routing::get(move || {
                 let doc = openapi.clone();
                 async move { axum::Json(doc) }
+            }),
+        )
+        .merge(monitor.routes())
+        .route(
+            "/v1/status",
+            axum::routing::get({
+                let (bus, store) = (ctx.bus.clone(), ctx.store.clone());
+                move || {
+                    let (bus, store) = (bus.clone(), store.clone());
+                    async move {
+                        match crate::status::collect(bus.as_ref(), &store).await {
+                            Ok(status) => {
+                                axum::response::IntoResponse::into_response(axum::Json(status))
+                            }
+                            Err(e) => axum::response::IntoResponse::into_response(
+                                crate::http::ApiError::with(
+                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                    "unavailable",
+                                    e,
+                                ),
+                            ),
+                        }
+                    }
+                }
             }),
         );
     if let Some(registry) = &ctx.settings.schemas {

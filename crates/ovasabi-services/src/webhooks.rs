@@ -1560,7 +1560,9 @@ async fn run_dispatcher(d: Dispatcher) {
                 for (delivery, endpoint) in claimed {
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         // No slot after all: the lease lapses and the delivery comes back.
-                        busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&endpoint);
+                        busy.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&endpoint);
                         continue;
                     };
                     let (d, client, busy) = (d.clone(), client.clone(), busy.clone());
