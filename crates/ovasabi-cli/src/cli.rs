@@ -76,6 +76,10 @@ pub(crate) enum Command {
     /// The causal tree of events around an event id or a correlation id, from the audit
     /// trail: which service published what, caused by what, when.
     Trace(TraceArgs),
+    /// The platform at a glance: topics with their events and dead letters, consumer
+    /// groups with their lag, the outbox backlog, webhook endpoints by state. On the
+    /// embedded bus while `ovasabi up` holds the data directory, asked of its API.
+    Status(PlatformStatusArgs),
     /// Operate partners' webhooks: add partners (and their API keys), list partners and
     /// endpoints, inspect delivery attempts. Reads the services' database, so it works
     /// while `ovasabi up` runs.
@@ -87,6 +91,10 @@ pub(crate) enum Command {
     /// Set up and inspect the bus (streams and consumers on NATS JetStream).
     #[command(subcommand)]
     Bus(BusCommand),
+    /// Dead letters: list and show the events consumer groups gave up on (`<topic>.dlq`),
+    /// and re-drive them onto their original topic once the handler is fixed.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Measure the platform.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -242,6 +250,16 @@ pub(crate) enum AuditCommand {
     /// Recompute the trail's hash chain: names the first entry changed, removed or moved
     /// (exit code 3), or says how many entries are intact and how many are not chained yet.
     Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlatformStatusArgs {
+    /// The running platform's HTTP API, asked when the embedded bus is held by `ovasabi up`
+    #[arg(long, env = "OVASABI_API", default_value = "http://127.0.0.1:8080")]
+    pub(crate) api: String,
+    /// Output format; `json` prints one object: {at, topics, lag, dead_letters, outbox, webhook_endpoints}
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -493,6 +511,82 @@ pub(crate) struct TailArgs {
 #[derive(Debug, Args)]
 pub(crate) struct TopicsArgs {
     /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// The dead letters of every `*.dlq` topic (or of one), oldest first.
+    ///
+    /// One row each: ID (`<dlq topic>@<offset>`), original topic, the group that gave up,
+    /// type, event id, reason, attempts, and when it was dead-lettered.
+    List(DlqListArgs),
+    /// One dead letter whole: its attributes, the handler's error, its data.
+    Show(DlqShowArgs),
+    /// Publish dead letters again onto their original topic, each at most once.
+    ///
+    /// The event keeps its id, type, source, subject, data and partition key, loses the
+    /// `deadletter*` extensions, and carries `redrivenfor=<group that gave up>` and
+    /// `redrivenfrom=<ID>`. Re-driven IDs are recorded in the services' database (table
+    /// `dlq_redrives`): a later run skips them (`--force` re-drives them again).
+    ///
+    /// Every consumer group of the original topic receives the event again, not only the
+    /// one that gave up on it. The platform's consumers are idempotent by event id (their
+    /// inbox), so the groups that had handled it skip it, and only the group that failed it
+    /// acts on it; a consumer of your own must be idempotent by event id too.
+    Redrive(DlqRedriveArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DlqListArgs {
+    /// Only the dead letters of this topic (the original topic `T`, or `T.dlq`)
+    #[arg(long)]
+    pub(crate) topic: Option<String>,
+    /// Only dead letters whose reason contains this text (case-insensitive), e.g. `max
+    /// deliveries`
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    /// Only dead letters of this consumer group
+    #[arg(long)]
+    pub(crate) group: Option<String>,
+    /// Output format; `json` prints one object per line: {id, dlq_topic, dlq_offset, topic,
+    /// offset, group, type, event_id, reason, error, attempts, dead_lettered_at, event}
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DlqShowArgs {
+    /// The dead letter: `<dlq topic>@<offset>`, as `ovasabi dlq list` shows it
+    pub(crate) id: String,
+    /// Output format; `json` prints one object, as a line of `dlq list --format json`
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DlqRedriveArgs {
+    /// Re-drive the dead letters of this topic (the original topic `T`, or `T.dlq`)
+    #[arg(long)]
+    pub(crate) topic: Option<String>,
+    /// Re-drive this dead letter (`<dlq topic>@<offset>`, as `ovasabi dlq list` shows it);
+    /// repeat for several
+    #[arg(long = "id", value_name = "ID", conflicts_with = "all")]
+    pub(crate) ids: Vec<String>,
+    /// Re-drive every dead letter of every `*.dlq` topic
+    #[arg(long, conflicts_with = "topic")]
+    pub(crate) all: bool,
+    /// Print what would be re-driven and what would be skipped; publish and record nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Re-drive also the dead letters recorded as re-driven already (e.g. after a crash
+    /// between recording one and publishing it)
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Output format; `json` prints one object per dead letter: {id, status (`redriven`,
+    /// `would-redrive`, `skipped`, `failed`), topic, offset, event_id, group, redriven_at,
+    /// error}
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,
 }

@@ -48,9 +48,11 @@ fn main() {
             Command::Audit(cmd) => cmd::audit::run(&cli.global, cmd).await,
             Command::Replay(cmd) => cmd::replay::run(&cli.global, cmd).await,
             Command::Trace(args) => cmd::audit::trace(&cli.global, args).await,
+            Command::Status(args) => cmd::status::run(&cli.global, args).await,
             Command::Webhooks(cmd) => cmd::webhooks::run(&cli.global, cmd).await,
             Command::Events(cmd) => cmd::events::run(&cli.global, cmd).await,
             Command::Bus(cmd) => cmd::bus::run(&cli.global, cmd).await,
+            Command::Dlq(cmd) => cmd::dlq::run(&cli.global, cmd).await,
             Command::Bench(cmd) => cmd::bench::run(&cli.global, cmd).await,
             Command::Torture(cmd) => cmd::torture::run(&cli.global, cmd).await,
         }

@@ -240,6 +240,57 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     assert_eq!(json["roots"], serde_json::json!([registration]));
     assert_eq!(json["events"][1]["type"], "coin.mined");
     assert_eq!(json["events"][1]["causation_id"], registration.as_str());
+    // `ovasabi status` while `up` holds the embedded bus: asked of its API; lag drains to 0.
+    let api = up
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.split("listening on ")
+                .nth(1)
+                .map(|a| a.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .expect("up prints where it listens");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status: serde_json::Value = serde_json::from_str(&stdout_ok(&ovasabi(
+            data_dir,
+            &["status", "--api", &api, "--format", "json"],
+        )))
+        .unwrap();
+        if status["lag"] == 0 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["lag"], 0, "{status}");
+    assert_eq!(status["dead_letters"], 0, "{status}");
+    let user_events = status["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == "user.events")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(user_events["events"], 1, "{status}");
+    let groups: Vec<&str> = user_events["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert!(
+        groups.contains(&"audit") && groups.contains(&"wallet"),
+        "{status}"
+    );
+    let pretty = stdout_ok(&ovasabi(data_dir, &["status", "--api", &api]));
+    assert!(pretty.starts_with("TOPIC"), "{pretty}");
+    assert!(
+        pretty
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("lag 0 · dead letters 0 · outbox 0 pending"),
+        "{pretty}"
+    );
     let unknown = ovasabi(data_dir, &["trace", "nothing-like-it"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr)
@@ -252,6 +303,14 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
     // The wallet reads the registration and the post's moderation decision.
     assert!(log.contains("wallet: 2 received, 2 acked"), "{log}");
     assert!(log.lines().last().unwrap().contains("stopped"), "{log}");
+
+    // With `up` stopped, `ovasabi status` reads the data directory itself.
+    let status: serde_json::Value = serde_json::from_str(&stdout_ok(&ovasabi(
+        data_dir,
+        &["status", "--api", "http://127.0.0.1:1", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(status["lag"], 0, "{status}");
 
     // Started again, the group goes on from where it stopped: nothing is recorded twice.
     let mut again = Proc::spawn("up again", &[], &["--data-dir", data, "up"]);

@@ -3,11 +3,13 @@
 pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod bus;
+pub(crate) mod dlq;
 pub(crate) mod events;
 pub(crate) mod replay;
 pub(crate) mod schema;
 pub(crate) mod seed;
 pub(crate) mod serve;
+pub(crate) mod status;
 pub(crate) mod torture;
 pub(crate) mod webhooks;
 

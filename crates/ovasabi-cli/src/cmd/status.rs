@@ -1,0 +1,134 @@
+//! `ovasabi status`: the platform at a glance ([`ovasabi_services::status`]), read from the
+//! bus and the services' database, or — on the embedded bus while `ovasabi up` holds the
+//! data directory — asked of the running platform's `GET /v1/status`.
+
+use std::sync::Arc;
+
+use ovasabi_core::{Bus, BusError};
+use ovasabi_embedded::EmbeddedBus;
+use ovasabi_services::status;
+use ovasabi_store::Store;
+use serde_json::Value;
+
+use crate::cli::{Format, Global, PlatformStatusArgs};
+use crate::cmd::{bus_choice, embedded_config, open_nats, store_config, BusChoice};
+use crate::failure::Failure;
+use crate::output::outln;
+
+/// Runs `ovasabi status`.
+pub(crate) async fn run(global: &Global, args: PlatformStatusArgs) -> Result<(), Failure> {
+    let status: Value = match open(global).await? {
+        Some(bus) => {
+            let database = store_config(global)?;
+            let store = Store::open(&database, &[])
+                .await
+                .map_err(|e| Failure::runtime(format!("database {database}: {e}")))?;
+            let result = status::collect(bus.as_ref(), &store).await;
+            let _ = bus.close().await;
+            serde_json::to_value(result.map_err(Failure::runtime)?).unwrap_or_default()
+        }
+        None => ask(&args.api).await?,
+    };
+    match args.format {
+        Format::Json => outln!("{status}"),
+        Format::Pretty => print(&status),
+    }
+    Ok(())
+}
+
+/// The configured bus, or `None` when it is the embedded bus and `ovasabi up` holds it.
+async fn open(global: &Global) -> Result<Option<Arc<dyn Bus>>, Failure> {
+    match bus_choice(global)? {
+        BusChoice::Nats(url) => Ok(Some(Arc::new(open_nats(global, &url).await?))),
+        BusChoice::Embedded => match EmbeddedBus::open(embedded_config(global)?).await {
+            Ok(bus) => Ok(Some(Arc::new(bus))),
+            Err(BusError::DataDirLocked { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// `GET <api>/v1/status` of the running platform.
+async fn ask(api: &str) -> Result<Value, Failure> {
+    let url = format!("{}/v1/status", api.trim_end_matches('/'));
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Failure::runtime(format!(
+            "the embedded bus is held by a running `ovasabi up`, and its API at {api} did not answer ({e}); pass --api with the address `ovasabi up` printed"
+        ))
+    };
+    let response = reqwest::Client::new()
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| unreachable(&e))?;
+    if !response.status().is_success() {
+        return Err(unreachable(&format!(
+            "{url} answered {}",
+            response.status()
+        )));
+    }
+    response.json().await.map_err(|e| unreachable(&e))
+}
+
+fn print(status: &Value) {
+    let topics = status["topics"].as_array().cloned().unwrap_or_default();
+    if topics.is_empty() {
+        outln!("no topics yet: start the platform with `ovasabi up`, or publish with `ovasabi events publish`");
+    } else {
+        let width = topics
+            .iter()
+            .filter_map(|t| t["topic"].as_str())
+            .map(str::len)
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        outln!(
+            "{:width$}  {:>8}  {:>6}  GROUPS (lag)",
+            "TOPIC",
+            "EVENTS",
+            "DEAD"
+        );
+        for t in &topics {
+            let groups: Vec<String> = t["groups"]
+                .as_array()
+                .map(|g| {
+                    g.iter()
+                        .map(|g| format!("{} {}", g["group"].as_str().unwrap_or("?"), g["lag"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            outln!(
+                "{:width$}  {:>8}  {:>6}  {}",
+                t["topic"].as_str().unwrap_or("?"),
+                t["events"],
+                t["dead_letters"],
+                if groups.is_empty() {
+                    "-".to_owned()
+                } else {
+                    groups.join(", ")
+                }
+            );
+        }
+    }
+    let webhooks = status["webhook_endpoints"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "none".to_owned());
+    outln!(
+        "lag {} · dead letters {} · outbox {} pending (oldest {:.1} s) · webhook endpoints: {}",
+        status["lag"],
+        status["dead_letters"],
+        status["outbox"]["backlog"],
+        status["outbox"]["oldest_age_seconds"]
+            .as_f64()
+            .unwrap_or(0.0),
+        webhooks
+    );
+}
