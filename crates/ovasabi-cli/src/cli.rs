@@ -49,6 +49,19 @@ pub(crate) struct Global {
     /// loaded beside the compiled-in ones
     #[arg(long, global = true, env = "OVASABI_SCHEMAS_DIR")]
     pub(crate) schemas_dir: Option<PathBuf>,
+    /// How log lines are written to stderr: `pretty` (for people) or `json` (one object a
+    /// line: timestamp, level, target, fields, and the span with the event's event_id,
+    /// event_type, correlation_id and trace_id). What is logged is chosen by the filter in
+    /// OVASABI_LOG, or RUST_LOG when OVASABI_LOG is unset or empty (OVASABI_LOG wins), such as
+    /// `info,ovasabi_middleware=debug`; default `warn`
+    #[arg(
+        long,
+        global = true,
+        env = "OVASABI_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
+    pub(crate) log_format: crate::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,10 @@
 //! - `cmd/`: one module per command family (`up`/`serve`, `seed-demo`, `audit`,
 //!   `webhooks`, `events`, `bus`, `bench`).
 //! - `failure`: how an error becomes a message and an exit code.
+//!
+//! Logs go to stderr, as text (`--log-format pretty`, the default) or one JSON object a line
+//! (`--log-format json`, or `OVASABI_LOG_FORMAT`), filtered by `OVASABI_LOG` or, when that is
+//! unset or empty, `RUST_LOG` (`OVASABI_LOG` wins); default `warn`.
 
 mod cli;
 mod cmd;
@@ -21,17 +25,73 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crate::cli::{Cli, Command};
 use crate::failure::Failure;
 
+/// How log lines are written to stderr (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// For people: one line of text per log record, coloured on a terminal.
+    Pretty,
+    /// One JSON object a line: `timestamp`, `level`, `target`, `fields` (with `message`),
+    /// `span` (the current span's fields) and `spans` (every enclosing span's fields).
+    Json,
+}
+
+/// Where the log filter is read from: the first of these set and not empty. Without either
+/// the filter is [`DEFAULT_LOG_FILTER`].
+const LOG_FILTER_VARS: [&str; 2] = ["OVASABI_LOG", "RUST_LOG"];
+
+/// The log filter when neither `OVASABI_LOG` nor `RUST_LOG` is set.
+const DEFAULT_LOG_FILTER: &str = "warn";
+
+/// Sends log lines to stderr in `format`, filtered per [`LOG_FILTER_VARS`]; a filter that
+/// does not parse is a usage error naming it.
+fn init_logging(format: LogFormat) -> Result<(), Failure> {
+    let mut source = ("the default", DEFAULT_LOG_FILTER.to_owned());
+    for var in LOG_FILTER_VARS {
+        match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => {
+                source = (var, value);
+                break;
+            }
+            Ok(_) | Err(std::env::VarError::NotPresent) => {}
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(Failure::usage(format!(
+                    "invalid log filter in {var}: not UTF-8"
+                )));
+            }
+        }
+    }
+    let (var, directives) = source;
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(&directives)
+        .map_err(|e| {
+            Failure::usage(format!(
+                "invalid log filter {var}={directives:?}: {e} (expected directives such as \
+                 `info,ovasabi_middleware=debug`)"
+            ))
+        })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .with_ansi(false)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+    Ok(())
+}
+
 fn main() {
     ovasabi_webhooks::install_tls();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OVASABI_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Err(failure) = init_logging(cli.global.log_format) {
+        failure.exit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -25,6 +25,21 @@
 //!   group. Once a handler has returned, its delivery is settled even past the grace period:
 //!   stopping then could only cause duplicates.
 //!
+//! # Logs
+//!
+//! Each delivery is handled inside a `delivery` [`tracing`] span with the fields
+//! `event_id`, `event_type`, `topic`, `group`, `attempt`, `offset`, and — when the event
+//! carries them — `correlation_id` (its `correlationid` extension) and `trace_id` (the trace
+//! id of its W3C `traceparent` extension). The handler (with its layers) runs in that span,
+//! and so does settling the delivery, so every line logged about the event carries them.
+//!
+//! # Re-driven dead letters
+//!
+//! An event re-driven from a dead-letter topic (`ovasabi dlq redrive`) carries the extension
+//! [`REDRIVEN_FOR`] naming the group that gave up on it; it is meant for that group only.
+//! A consumer of another group acks such a delivery without calling its handler (logged at
+//! debug) and counts it nowhere in [`RunSummary`] or [`ConsumerStats`].
+//!
 //! # Counters
 //!
 //! [`Consumer::stats`] gives a live view of what [`Consumer::run`] counts — deliveries by
@@ -47,13 +62,20 @@ use tracing::Instrument;
 use crate::dead_letter::{FailureDecision, RedeliveryPolicy};
 use crate::handler::{Handler, HandlerError, Message, Outgoing};
 use crate::stats::{ConsumerStats, Counters, Outcome};
+use crate::trace_context::TraceParent;
+
+/// The extension a re-driven dead letter carries: the consumer group it is re-driven for.
+/// Consumers of other groups ack such an event without handling it.
+pub const REDRIVEN_FOR: &str = "redrivenfor";
 
 /// What one [`Consumer::run`] did. Every delivery received is counted in exactly one of
-/// `acked`, `nacked`, `dead_lettered`, `unfinished` and `settle_failed`.
+/// `acked`, `nacked`, `dead_lettered`, `unfinished` and `settle_failed`. Re-driven dead
+/// letters meant for another group (see [`REDRIVEN_FOR`]) are not counted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunSummary {
-    /// Deliveries taken from the subscription.
+    /// Deliveries taken from the subscription (but re-driven dead letters for another
+    /// group, which are skipped).
     pub received: u64,
     /// Deliveries handled, their outgoing events published, and acked.
     pub acked: u64,
@@ -239,6 +261,9 @@ impl<H: Handler> Consumer<H> {
                 next = subscription.next() => next,
             };
             match next {
+                Some(Ok(delivery)) if redriven_for_another(delivery.event(), &group) => {
+                    tracker.spawn(skip(delivery, permit));
+                }
                 Some(Ok(delivery)) => {
                     Counters::bump(&shared.stats.counters().received, 1);
                     shared.stats.count_event(
@@ -306,6 +331,51 @@ struct Shared<H> {
     stats: ConsumerStats,
 }
 
+/// Whether `event` is a re-driven dead letter meant for a group other than `group`.
+fn redriven_for_another(event: &Event, group: &str) -> bool {
+    event
+        .extension_str(REDRIVEN_FOR)
+        .is_some_and(|target| target != group)
+}
+
+/// The span a delivery is handled and settled in; see the [module docs](crate::consumer).
+fn delivery_span(delivery: &Delivery) -> tracing::Span {
+    let event = delivery.event();
+    let info = delivery.info();
+    let trace = event.traceparent().and_then(TraceParent::parse);
+    tracing::info_span!(
+        "delivery",
+        event_id = %event.id,
+        event_type = %event.ty,
+        topic = %info.topic,
+        group = %info.group,
+        attempt = info.attempt,
+        offset = info.offset,
+        correlation_id = event.correlation_id(),
+        trace_id = trace.as_ref().map(TraceParent::trace_id),
+    )
+}
+
+/// Acks a re-driven dead letter meant for another group without handling it.
+async fn skip(delivery: Delivery, _permit: OwnedSemaphorePermit) {
+    async {
+        let redriven_for = delivery.event().extension_str(REDRIVEN_FOR).unwrap_or("");
+        match delivery.ack().await {
+            Ok(()) => tracing::debug!(
+                redriven_for,
+                "re-driven dead letter for another group; acked without handling"
+            ),
+            Err(error) => tracing::warn!(
+                redriven_for,
+                %error,
+                "ack of a re-driven dead letter for another group failed; the bus will redeliver the event"
+            ),
+        }
+    }
+    .instrument(delivery_span(&delivery))
+    .await
+}
+
 /// Handles one delivery and settles it, holding a concurrency permit throughout.
 async fn process<H: Handler>(
     shared: Arc<Shared<H>>,
@@ -314,15 +384,7 @@ async fn process<H: Handler>(
     _permit: OwnedSemaphorePermit,
 ) {
     let msg = Message::new(delivery.event_arc().clone(), delivery.info().clone());
-    let span = tracing::info_span!(
-        "delivery",
-        event_id = %msg.event().id,
-        event_type = %msg.event().ty,
-        topic = %msg.topic(),
-        group = %msg.group(),
-        attempt = msg.attempt(),
-        offset = msg.offset(),
-    );
+    let span = delivery_span(&delivery);
     async move {
         tracing::debug!("handling");
         let started = Instant::now();

@@ -28,7 +28,8 @@
 //!   - [`dedup`] — [`DeduplicatorLayer`]: answers recently handled events from memory.
 //!   - [`dead_letter`] — [`RedeliveryPolicy`]: redeliver or dead-letter a failure; used by the
 //!     consumer, below all layers.
-//! - [`consumer`] — [`Consumer`] and [`RunSummary`]: the runner and its guarantees.
+//! - [`consumer`] — [`Consumer`] and [`RunSummary`]: the runner and its guarantees, the
+//!   span each delivery is logged in, and [`REDRIVEN_FOR`] (re-driven dead letters).
 //! - [`stats`] — [`ConsumerStats`]: a running consumer's counters and handler durations,
 //!   read live (for metrics).
 
@@ -43,7 +44,7 @@ pub mod stats;
 pub mod timeout;
 pub mod trace_context;
 
-pub use consumer::{Consumer, RunSummary};
+pub use consumer::{Consumer, RunSummary, REDRIVEN_FOR};
 pub use correlation::{Correlation, CorrelationLayer};
 pub use dead_letter::{FailureDecision, RedeliveryPolicy};
 pub use dedup::{Deduplicator, DeduplicatorLayer};
