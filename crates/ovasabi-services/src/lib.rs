@@ -25,6 +25,7 @@ pub mod analytics;
 pub mod audit;
 pub mod commerce;
 pub mod content;
+pub mod dlq;
 pub mod http;
 pub mod messaging;
 pub mod metrics;

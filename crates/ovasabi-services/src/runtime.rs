@@ -29,6 +29,9 @@
 //! - `GET /v1/status` — the platform at a glance ([`crate::status`]): topics with their events
 //!   and dead letters, groups with their lag, the outbox backlog, webhook endpoints by
 //!   state (what `ovasabi status` prints);
+//! - `GET /v1/dlq?topic=&reason=&group=&limit=`, `GET /v1/dlq/{id}`, `POST /v1/dlq/redrive`
+//!   — dead letters listed, shown and re-driven at most once, as `ovasabi dlq` does
+//!   ([`crate::dlq`]; its table `dlq_redrives` is migrated with the services' tables);
 //! - `GET /openapi.json` — the OpenAPI document of the running services' APIs.
 
 use std::future::Future;
@@ -344,7 +347,8 @@ impl Runtime {
         database: &StoreConfig,
         settings: Settings,
     ) -> Result<Runtime, ServiceError> {
-        let mut migrations: Vec<MigrationSet> = vec![RUNTIME_MIGRATIONS];
+        // The dead letters' re-drive records, which `/v1/dlq/redrive` writes.
+        let mut migrations: Vec<MigrationSet> = vec![RUNTIME_MIGRATIONS, crate::dlq::MIGRATIONS];
         migrations.extend(services.iter().map(|s| s.migrations()));
         let store =
             Store::open(database, &migrations)
@@ -570,7 +574,7 @@ impl Runtime {
 }
 
 /// Binds `addr` and serves every service's routes, `/healthz`, `/readyz`, `/metrics`,
-/// `/v1/status` and `/openapi.json`.
+/// `/v1/status`, `/v1/dlq…` and `/openapi.json`.
 async fn serve_http(
     services: &[Arc<dyn Service>],
     ctx: &Context,
@@ -620,7 +624,8 @@ async fn serve_http(
                     }
                 }
             }),
-        );
+        )
+        .merge(crate::dlq::routes(ctx.bus.clone(), ctx.store.clone()));
     if let Some(registry) = &ctx.settings.schemas {
         router = router.merge(crate::schemas::routes(registry.clone()));
     }

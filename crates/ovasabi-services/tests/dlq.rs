@@ -1,0 +1,229 @@
+//! Dead letters over HTTP (`/v1/dlq…`), on the runtime of users + wallet: a payment for an
+//! order the wallet never saw placed is retried and dead-lettered by group `wallet`; the API
+//! lists and shows it; once the order's `order.placed` is there, re-driving the dead letter
+//! lets the wallet record the payment (its shipment then mints the order's reward), and a
+//! second re-drive of it is skipped. Selectors and IDs are checked (422, 404).
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::{start, Db, Platform};
+use ovasabi_events::commerce::{OrderPlaced, OrderShipped, PaymentCompleted, PaymentMethod};
+use ovasabi_events::{DomainEvent, Money};
+use ovasabi_services::users::UsersService;
+use ovasabi_services::wallet::WalletService;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// `GET path` until `ready` holds for a 200 answer; panics after `timeout`.
+async fn get_until(
+    platform: &Platform,
+    path: &str,
+    timeout: Duration,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (status, body) = platform.get(path).await;
+        if status == StatusCode::OK && ready(&body) {
+            return body;
+        }
+        assert!(
+            status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+            "{path}: {status} {body}"
+        );
+        assert!(Instant::now() < deadline, "{path}: never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn a_dead_letter_is_listed_shown_and_redriven_once(db: Db) {
+    let Some(platform) = start(
+        vec![Arc::new(UsersService), Arc::new(WalletService)],
+        db,
+        "dlq: a_dead_letter_is_listed_shown_and_redriven_once",
+    )
+    .await
+    else {
+        return;
+    };
+
+    // Nothing dead-lettered yet; malformed and unknown IDs, and a redrive of nothing.
+    let listed = get_until(&platform, "/v1/dlq", Duration::from_secs(5), |_| true).await;
+    assert_eq!(listed["items"], json!([]), "{listed}");
+    let (status, body) = platform.get("/v1/dlq/commerce.events@0").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "id", "{body}");
+    let (status, body) = platform.get("/v1/dlq/commerce.events.dlq@99").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("commerce.events.dlq@99"),
+        "{body}"
+    );
+    for request in [json!({}), json!({"dry_run": true}), json!({"ids": []})] {
+        let (status, body, _) = platform.post("/v1/dlq/redrive", &request, None).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{request}: {body}"
+        );
+        assert_eq!(body["error"]["field"], "ids", "{request}: {body}");
+    }
+    let (status, body, _) = platform
+        .post("/v1/dlq/redrive", &json!({"topic": "Not A Topic"}), None)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "topic", "{body}");
+    let (status, body) = platform.get("/v1/dlq?limit=zero").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "limit", "{body}");
+
+    // A payment for an order the wallet never saw placed: retried, then dead-lettered
+    // (five deliveries, 1 + 2 + 4 + 8 s apart, ±20 %).
+    let orphan = PaymentCompleted {
+        payment_id: "pay-dlq".to_owned(),
+        order_id: "order-dlq".to_owned(),
+        amount: Money::new(1234, "USD"),
+        method: PaymentMethod::Card,
+        provider_reference: None,
+        completed_at: Utc::now(),
+    }
+    .to_event("/ovasabi/commerce");
+    platform
+        .bus
+        .publish(PaymentCompleted::TOPIC, orphan.clone())
+        .await
+        .unwrap();
+    let listed = get_until(&platform, "/v1/dlq", Duration::from_secs(40), |b| {
+        b["items"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    let dead = &items[0];
+    let id = dead["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("commerce.events.dlq@"), "{dead}");
+    assert_eq!(dead["group"], "wallet", "{dead}");
+    assert_eq!(dead["reason"], "max deliveries reached", "{dead}");
+    assert_eq!(dead["topic"], "commerce.events", "{dead}");
+    assert_eq!(dead["event_id"], orphan.id.as_str(), "{dead}");
+    assert_eq!(dead["type"], "payment.completed", "{dead}");
+    assert!(
+        dead["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("order-dlq")),
+        "{dead}"
+    );
+    assert_eq!(dead["event"]["id"], orphan.id.as_str(), "{dead}");
+
+    // Filters.
+    for (query, expected) in [
+        ("?group=wallet", 1),
+        ("?group=other", 0),
+        ("?reason=MAX%20DELIV", 1),
+        ("?topic=commerce.events", 1),
+        ("?topic=user.events", 0),
+        ("?limit=1", 1),
+    ] {
+        let (status, body) = platform.get(&format!("/v1/dlq{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+        assert_eq!(
+            body["items"].as_array().map(Vec::len),
+            Some(expected),
+            "{query}: {body}"
+        );
+    }
+
+    // One dead letter, whole.
+    let (status, shown) = platform.get(&format!("/v1/dlq/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(&shown, dead, "the item shown is the item listed");
+
+    // The missing order.placed arrives: the payment can now be recorded.
+    let mut order = OrderPlaced::examples().remove(0);
+    order.order_id = "order-dlq".to_owned();
+    order.customer_id = "cust-dlq".to_owned();
+    platform
+        .bus
+        .publish(OrderPlaced::TOPIC, order.to_event("/ovasabi/commerce"))
+        .await
+        .unwrap();
+
+    // A dry run re-drives nothing.
+    let dry = platform
+        .post_ok("/v1/dlq/redrive", json!({"ids": [id], "dry_run": true}))
+        .await;
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["redriven"][0]["status"], "would-redrive", "{dry}");
+
+    let first = platform
+        .post_ok("/v1/dlq/redrive", json!({"ids": [id]}))
+        .await;
+    assert_eq!(
+        first["redriven"].as_array().map(Vec::len),
+        Some(1),
+        "{first}"
+    );
+    assert_eq!(first["skipped"], json!([]), "{first}");
+    assert_eq!(first["failed"], json!([]), "{first}");
+    let redriven = &first["redriven"][0];
+    assert_eq!(redriven["id"], id.as_str(), "{first}");
+    assert_eq!(redriven["status"], "redriven", "{first}");
+    assert_eq!(redriven["topic"], "commerce.events", "{first}");
+    assert_eq!(redriven["group"], "wallet", "{first}");
+    assert!(redriven["offset"].is_u64(), "{first}");
+
+    // The wallet recorded the re-driven payment: the order's shipment now mints its reward
+    // (12 coins for 12.34 USD), which it could not without the payment.
+    let mut shipment = OrderShipped::examples().remove(0);
+    shipment.order_id = "order-dlq".to_owned();
+    platform
+        .bus
+        .publish(OrderShipped::TOPIC, shipment.to_event("/ovasabi/commerce"))
+        .await
+        .unwrap();
+    let wallet = get_until(
+        &platform,
+        "/v1/wallets/cust-dlq",
+        Duration::from_secs(15),
+        |w| w["balance"] == 12,
+    )
+    .await;
+    assert_eq!(wallet["entries"][0]["reason"], "order_reward", "{wallet}");
+
+    // At most once: the same dead letter again is skipped, saying when it was re-driven.
+    let second = platform
+        .post_ok("/v1/dlq/redrive", json!({"ids": [id]}))
+        .await;
+    assert_eq!(second["redriven"], json!([]), "{second}");
+    assert_eq!(second["skipped"][0]["id"], id.as_str(), "{second}");
+    assert_eq!(second["skipped"][0]["status"], "skipped", "{second}");
+    assert!(second["skipped"][0]["redriven_at"].is_string(), "{second}");
+    let all = platform
+        .post_ok("/v1/dlq/redrive", json!({"all": true}))
+        .await;
+    assert_eq!(all["redriven"], json!([]), "{all}");
+    assert_eq!(all["skipped"].as_array().map(Vec::len), Some(1), "{all}");
+
+    // Re-driving an unknown dead letter names it.
+    let (status, body, _) = platform
+        .post(
+            "/v1/dlq/redrive",
+            &json!({"ids": ["commerce.events.dlq@99"]}),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["field"], "ids", "{body}");
+    platform.stop().await;
+}
+
+on_both!(a_dead_letter_is_listed_shown_and_redriven_once);
