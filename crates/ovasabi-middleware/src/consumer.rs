@@ -33,6 +33,12 @@
 //! id of its W3C `traceparent` extension). The handler (with its layers) runs in that span,
 //! and so does settling the delivery, so every line logged about the event carries them.
 //!
+//! With an OpenTelemetry layer on the subscriber (see [`crate::otel`]), the `delivery` span
+//! is the child of the event's `traceparent` and carries the attributes `event.id`,
+//! `event.type`, `messaging.destination`, `messaging.consumer.group` and `attempt`; each
+//! outgoing event is published inside its own `publish` span and carries that span's
+//! context as its `traceparent`.
+//!
 //! # Re-driven dead letters
 //!
 //! An event re-driven from a dead-letter topic (`ovasabi dlq redrive`) carries the extension
@@ -58,9 +64,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::dead_letter::{FailureDecision, RedeliveryPolicy};
 use crate::handler::{Handler, HandlerError, Message, Outgoing};
+use crate::otel;
 use crate::stats::{ConsumerStats, Counters, Outcome};
 use crate::trace_context::TraceParent;
 
@@ -343,7 +351,7 @@ fn delivery_span(delivery: &Delivery) -> tracing::Span {
     let event = delivery.event();
     let info = delivery.info();
     let trace = event.traceparent().and_then(TraceParent::parse);
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "delivery",
         event_id = %event.id,
         event_type = %event.ty,
@@ -353,7 +361,20 @@ fn delivery_span(delivery: &Delivery) -> tracing::Span {
         offset = info.offset,
         correlation_id = event.correlation_id(),
         trace_id = trace.as_ref().map(TraceParent::trace_id),
-    )
+    );
+    if !span.is_disabled() {
+        if let Some(trace) = &trace {
+            let _ = span.set_parent(otel::context_of(trace));
+        }
+        otel::set_event_attributes(
+            &span,
+            event,
+            &info.topic,
+            Some(&info.group),
+            Some(info.attempt),
+        );
+    }
+    span
 }
 
 /// Acks a re-driven dead letter meant for another group without handling it.
@@ -548,8 +569,13 @@ async fn publish_outgoing(
         }
     }
     let mut published = 0u64;
-    for (topic, events) in by_topic {
+    for (topic, mut events) in by_topic {
         let n = events.len() as u64;
+        // One `publish` span per event, open until the batch is published.
+        let _spans: Vec<tracing::Span> = events
+            .iter_mut()
+            .map(|event| otel::publish_span(event, &topic))
+            .collect();
         if let Err(error) = publisher.publish_batch(&topic, events).await {
             return (published, Err(error));
         }

@@ -30,6 +30,8 @@
 //!     consumer, below all layers.
 //! - [`consumer`] — [`Consumer`] and [`RunSummary`]: the runner and its guarantees, the
 //!   span each delivery is logged in, and [`REDRIVEN_FOR`] (re-driven dead letters).
+//! - [`otel`] — OpenTelemetry: spans joined to the events' W3C trace (parents, the
+//!   `publish` span, the `traceparent` of caused events).
 //! - [`stats`] — [`ConsumerStats`]: a running consumer's counters and handler durations,
 //!   read live (for metrics).
 
@@ -39,6 +41,7 @@ pub mod dead_letter;
 pub mod dedup;
 pub mod handler;
 pub mod layer;
+pub mod otel;
 pub mod retry;
 pub mod stats;
 pub mod timeout;

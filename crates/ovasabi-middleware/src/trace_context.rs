@@ -7,8 +7,10 @@
 //! - when the incoming event has no valid `traceparent`, a new trace: a random trace id
 //!   shared by all outgoing events of the call, flags `01` (sampled).
 //!
-//! This is plain string handling of `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`); joining
-//! the handler's own spans to the trace is left to OpenTelemetry integration.
+//! This is plain string handling of `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`). When the
+//! `tracing` subscriber has an OpenTelemetry layer, the parent id is instead the id of the span
+//! the handler runs in (the consumer's `delivery` span), so the trace links: see
+//! [`crate::otel`].
 
 use std::fmt;
 
@@ -229,7 +231,7 @@ fn stamp_trace(parent: &TraceParent, tracestate: Option<&str>, event: &mut Event
     }
     event.extensions.insert(
         EXT_TRACEPARENT.to_owned(),
-        ExtensionValue::String(parent.child().to_string()),
+        ExtensionValue::String(crate::otel::caused_by(parent).to_string()),
     );
     if let Some(state) = tracestate {
         event

@@ -9,7 +9,9 @@
 //!   5xx otherwise.
 //! - `X-Correlation-Id`: taken from the request or generated, returned on the response, and
 //!   stamped as `correlationid` on every event the request publishes. `traceparent` (W3C):
-//!   taken from the request or started; each event carries a child of it.
+//!   taken from the request or started; each event carries a child of it. Each request is
+//!   served in an `http` span; with OpenTelemetry on it is the child of the request's
+//!   `traceparent` and the parent of the request's events (see [`ovasabi_middleware::otel`]).
 //! - `Idempotency-Key` on a POST: the first response is stored with the request's effects,
 //!   in the same transaction; a retry with the same key and body gets the stored response
 //!   (`Idempotent-Replayed: true`) and changes and publishes nothing; the same key with
@@ -31,6 +33,7 @@ use ovasabi_middleware::TraceParent;
 use ovasabi_store::{params, Outbox, Store, StoreError, Transaction};
 use serde::Serialize;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::relay::RelayHandle;
 
@@ -191,8 +194,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
         let correlation_id = header(headers, CORRELATION_HEADER)
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let traceparent = header(headers, "traceparent")
-            .and_then(TraceParent::parse)
+        let traceparent = parts
+            .extensions
+            .get::<RequestSpan>()
+            .map(|span| span.0.clone())
+            .or_else(|| header(headers, "traceparent").and_then(TraceParent::parse))
             .unwrap_or_else(TraceParent::new_root);
         let idempotency_key = match header(headers, IDEMPOTENCY_HEADER) {
             Some(k) if k.len() > MAX_IDEMPOTENCY_KEY => {
@@ -216,9 +222,35 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     }
 }
 
+/// The OpenTelemetry context of a request's `http` span, as a `traceparent` (a request
+/// extension set by [`correlation`] when OpenTelemetry is on).
+#[derive(Clone, Debug)]
+struct RequestSpan(TraceParent);
+
+/// The `http` span of a request: the child of its `traceparent` header when it has a valid
+/// one (see [`ovasabi_middleware::otel`]).
+pub fn request_span(req: &Request) -> tracing::Span {
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    if !span.is_disabled() {
+        ovasabi_middleware::otel::set_parent(&span, header(req.headers(), "traceparent"));
+    }
+    span
+}
+
 /// Middleware: gives a request without `X-Correlation-Id` a new one (so the handler and the
-/// response agree), and returns it on the response.
+/// response agree), and returns it on the response. The request is served inside its `http`
+/// span ([`request_span`]); with OpenTelemetry on, the request's trace context
+/// ([`RequestMeta::traceparent`]) is that span's, so the span is the parent of the events
+/// the request publishes.
 pub async fn correlation(mut req: Request, next: Next) -> Response {
+    let span = request_span(&req);
+    if let Some(trace) = ovasabi_middleware::otel::traceparent_of(&span) {
+        req.extensions_mut().insert(RequestSpan(trace));
+    }
     let name = HeaderName::from_static(CORRELATION_HEADER);
     let id = match req.headers().get(&name).filter(|v| !v.is_empty()) {
         Some(v) => v.clone(),
@@ -229,7 +261,7 @@ pub async fn correlation(mut req: Request, next: Next) -> Response {
             v
         }
     };
-    let mut response = next.run(req).await;
+    let mut response = next.run(req).instrument(span).await;
     response.headers_mut().insert(name, id);
     response
 }
@@ -250,7 +282,8 @@ impl Tx<'_> {
 
     /// Writes `payload`'s event to the outbox, published if and only if the request's
     /// transaction commits; stamped with the request's correlation id and a child of its
-    /// trace context. Returns the event.
+    /// trace context (the current span, normally the request's `http` span, when
+    /// OpenTelemetry is on). Returns the event.
     pub async fn publish<E: DomainEvent>(
         &mut self,
         payload: &E,
@@ -259,7 +292,10 @@ impl Tx<'_> {
         let event = payload
             .to_event(source)
             .with_extension("correlationid", self.meta.correlation_id.clone())
-            .with_extension("traceparent", self.meta.traceparent.child().to_string());
+            .with_extension(
+                "traceparent",
+                ovasabi_middleware::otel::caused_by(&self.meta.traceparent).to_string(),
+            );
         if self.publish {
             Outbox::append(&mut self.tx, E::TOPIC, &event).await?;
             self.published += 1;

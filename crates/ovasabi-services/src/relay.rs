@@ -16,6 +16,9 @@
 //! - **Prompt**: a service that commits an outbox row wakes the relay ([`RelayHandle::wake`]);
 //!   otherwise it polls every [`Relay::POLL`], which also picks up rows written by other
 //!   processes.
+//! - **Traced**: each event is published inside a `publish` span, the child of the event's
+//!   `traceparent`; with OpenTelemetry on, the event goes on the bus carrying that span's
+//!   context, so consumers' spans are its children (see [`ovasabi_middleware::otel`]).
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
@@ -154,7 +157,13 @@ impl Relay {
                 .iter()
                 .position(|r| &r.topic != topic)
                 .map_or(rows.len(), |n| start + n);
-            let events: Vec<Event> = rows[start..end].iter().map(|r| r.event.clone()).collect();
+            let mut events: Vec<Event> = rows[start..end].iter().map(|r| r.event.clone()).collect();
+            // One `publish` span per event, open until the batch is on the bus; the event
+            // goes out carrying its span's context (when OpenTelemetry is on).
+            let _spans: Vec<tracing::Span> = events
+                .iter_mut()
+                .map(|event| ovasabi_middleware::otel::publish_span(event, topic))
+                .collect();
             self.bus
                 .publish_batch(topic, events)
                 .await

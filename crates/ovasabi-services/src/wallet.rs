@@ -803,7 +803,8 @@ pub(crate) fn store_failure(service: &str) -> impl Fn(StoreError) -> HandlerErro
 /// `payload`'s event as a consequence of `cause`, to append to the outbox: id `id`
 /// (derived from the cause's, so a redelivery rebuilds the same event), `causationid` =
 /// the cause's id, the cause's `correlationid` (its id if it has none), and a child of its
-/// trace context.
+/// trace context (the current span, when OpenTelemetry is on: see
+/// [`ovasabi_middleware::otel::caused_by`]).
 pub(crate) fn caused_by<E: DomainEvent>(
     payload: &E,
     source: &str,
@@ -812,7 +813,10 @@ pub(crate) fn caused_by<E: DomainEvent>(
 ) -> Event {
     let mut event = payload.to_event(source).with_id(id);
     if let Some(parent) = cause.traceparent().and_then(TraceParent::parse) {
-        event = event.with_extension("traceparent", parent.child().to_string());
+        event = event.with_extension(
+            "traceparent",
+            ovasabi_middleware::otel::caused_by(&parent).to_string(),
+        );
     }
     stamp_correlation(cause, &mut event);
     event

@@ -32,7 +32,9 @@
 //! - Body: the event as a structured CloudEvent (JSON, `content-type:
 //!   application/cloudevents+json`). Headers `webhook-id` (the event id: stable across
 //!   retries), `webhook-timestamp` (seconds), `webhook-signature` (`v1,<base64 HMAC-SHA256 of
-//!   id.timestamp.body>`, one per valid secret), and the event's `traceparent`.
+//!   id.timestamp.body>`, one per valid secret), and the event's `traceparent`. Each attempt
+//!   runs in a `webhook.deliver` span; with OpenTelemetry on it is the child of the webhooks
+//!   consumer's span that queued the delivery, and the `traceparent` sent is its own.
 //! - Each event is queued per matching endpoint in the same transaction that records it in
 //!   the consumer's inbox: the queue is durable, a restart resumes it, nothing queued is lost.
 //! - Attempts follow [`SCHEDULE`]: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h
@@ -104,6 +106,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::http::{Api, ApiError, RequestMeta};
 use crate::reactor::{Reaction, Reactor};
@@ -1155,6 +1158,18 @@ const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries (id, endpoint_id, 
      VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)
      ON CONFLICT (endpoint_id, message_id) DO NOTHING";
 
+/// The `traceparent` a delivery of `event` is queued with: the current span's (the webhooks
+/// consumer's `delivery` span) when OpenTelemetry is on and it is in the event's trace, so the
+/// `webhook.deliver` spans are its children; the event's own otherwise.
+fn queued_traceparent(event: &Event) -> Option<String> {
+    let trace = event.traceparent()?;
+    Some(
+        ovasabi_middleware::TraceParent::parse(trace)
+            .and_then(|parent| ovasabi_middleware::otel::current_in(&parent))
+            .map_or_else(|| trace.to_owned(), |current| current.to_string()),
+    )
+}
+
 fn delivery_params(
     endpoint_id: &str,
     message_id: &str,
@@ -1167,7 +1182,7 @@ fn delivery_params(
         message_id,
         event.ty.as_str(),
         ovasabi_core::format::json::to_json_string(event),
-        event.traceparent(),
+        queued_traceparent(event),
         now
     ]
     .to_vec()
@@ -1681,12 +1696,34 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The `webhook.deliver` span of one attempt: the child of the delivery's queued
+/// `traceparent`, with the attributes `event.id`, `event.type`, `webhook.endpoint` and
+/// `attempt`.
+fn deliver_span(
+    event_id: &str,
+    event_type: &str,
+    endpoint: &str,
+    attempt: i64,
+    traceparent: Option<&str>,
+) -> tracing::Span {
+    let span = tracing::info_span!("webhook.deliver", event_id, event_type, endpoint, attempt,);
+    if !span.is_disabled() {
+        ovasabi_middleware::otel::set_parent(&span, traceparent);
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        span.set_attribute("event.id", event_id.to_owned());
+        span.set_attribute("event.type", event_type.to_owned());
+        span.set_attribute("webhook.endpoint", endpoint.to_owned());
+        span.set_attribute("attempt", attempt);
+    }
+    span
+}
+
 /// One attempt of delivery `id`, and its outcome recorded.
 async fn deliver(d: &Dispatcher, client: &reqwest::Client, id: &str) -> Result<(), ApiError> {
     let row = d
         .store
         .query_opt(
-            "SELECT d.endpoint_id, d.message_id, d.body, d.traceparent, d.attempts, e.url,
+            "SELECT d.endpoint_id, d.message_id, d.event_type, d.body, d.traceparent, d.attempts, e.url,
                  e.secret, e.previous_secret, e.previous_until, e.partner_id, e.state
              FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
              WHERE d.id = $1",
@@ -1709,6 +1746,25 @@ async fn deliver(d: &Dispatcher, client: &reqwest::Client, id: &str) -> Result<(
     let body: String = row.get("body")?;
     let url: String = row.get("url")?;
     let attempt = row.get::<i64>("attempts")? + 1;
+    let queued_trace: Option<String> = row.get("traceparent")?;
+    let span = deliver_span(
+        &message_id,
+        &row.get::<String>("event_type")?,
+        &endpoint,
+        attempt,
+        queued_trace.as_deref(),
+    );
+    // The partner continues the `webhook.deliver` span when OpenTelemetry is on, the queued
+    // trace context otherwise.
+    let trace = ovasabi_middleware::otel::traceparent_of(&span)
+        .filter(|own| {
+            queued_trace
+                .as_deref()
+                .and_then(ovasabi_middleware::TraceParent::parse)
+                .is_some_and(|queued| queued.trace_id() == own.trace_id())
+        })
+        .map(|own| own.to_string())
+        .or(queued_trace);
     let now = d.clock.now();
     let mut secrets = vec![Secret::parse(&row.get::<String>("secret")?).map_err(|e| {
         ApiError::with(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -1742,10 +1798,10 @@ async fn deliver(d: &Dispatcher, client: &reqwest::Client, id: &str) -> Result<(
                     "application/cloudevents+json; charset=utf-8",
                 )
                 .body(body.clone());
-            if let Some(trace) = row.get::<Option<String>>("traceparent")? {
-                request = request.header("traceparent", trace);
+            if let Some(trace) = &trace {
+                request = request.header("traceparent", trace.as_str());
             }
-            match request.send().await {
+            match request.send().instrument(span.clone()).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     match status {
