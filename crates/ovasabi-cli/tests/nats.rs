@@ -182,3 +182,97 @@ fn a_bad_bus_or_provisioning_the_embedded_bus_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--max-age `1w` is not a duration"));
 }
+
+#[test]
+fn status_on_nats_reports_a_namespaces_topics_and_lag() {
+    let Some(server) =
+        ovasabi_nats::testing::server_or_skip("status_on_nats_reports_a_namespaces_topics_and_lag")
+    else {
+        return;
+    };
+    let namespace = format!("status-{:016x}", rand::random::<u64>());
+    let run = |args: &[&str]| {
+        let mut all = vec!["--namespace", namespace.as_str()];
+        all.extend_from_slice(args);
+        ovasabi(&server.url, &all)
+    };
+    let cleanup = async {
+        let bus = ovasabi_nats::NatsBus::connect(
+            ovasabi_nats::NatsConfig::new(&server.url).namespace(namespace.as_str()),
+        )
+        .await
+        .unwrap();
+        for topic in ["user.events", "user.events.dlq"] {
+            let _ = bus.delete_topic(topic).await;
+        }
+        let _ = ovasabi_core::Bus::close(&bus).await;
+    };
+    let publish = |user: &str| {
+        let data = format!(
+            r#"{{"user_id":"{user}","email":"{user}@example.com","registered_at":"2026-11-27T10:00:00Z"}}"#
+        );
+        ok(&run(&[
+            "events",
+            "publish",
+            "--topic",
+            "user.events",
+            "--type",
+            "user.registered",
+            "--data",
+            &data,
+            "--key",
+            user,
+        ]));
+    };
+    // A durable group reads the first event; the second waits for it: lag 1, then 0.
+    publish("u1");
+    ok(&run(&[
+        "events",
+        "tail",
+        "user.events",
+        "--group",
+        "readers",
+        "-n",
+        "1",
+    ]));
+    publish("u2");
+    let status = |run: &dyn Fn(&[&str]) -> Output| -> serde_json::Value {
+        serde_json::from_str(&ok(&run(&["status", "--format", "json"]))).unwrap()
+    };
+    let before = status(&run);
+    let after_tail = {
+        ok(&run(&[
+            "events",
+            "tail",
+            "user.events",
+            "--group",
+            "readers",
+            "-n",
+            "10",
+        ]));
+        status(&run)
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(cleanup);
+    let topic = |s: &serde_json::Value| {
+        s["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["topic"] == "user.events")
+            .cloned()
+            .unwrap_or_else(|| panic!("{s}"))
+    };
+    assert_eq!(
+        before["topics"].as_array().unwrap().len(),
+        1,
+        "only the namespace's topics: {before}"
+    );
+    assert_eq!(topic(&before)["events"], 2, "{before}");
+    assert_eq!(before["lag"], 1, "{before}");
+    assert_eq!(
+        topic(&after_tail)["groups"][0]["group"],
+        "readers",
+        "{after_tail}"
+    );
+    assert_eq!(after_tail["lag"], 0, "{after_tail}");
+}
