@@ -23,7 +23,9 @@
 //! | `ovasabi_outbox_relay_published_total` | counter | | outbox rows this process's relay published |
 //! | `ovasabi_webhook_deliveries` | gauge | `status` | webhook deliveries by status (`pending`, `delivered`, `failed`…), when the webhooks tables exist |
 //! | `ovasabi_webhook_endpoints` | gauge | `state` | webhook endpoints by state (`active`, `paused`, `disabled`), when the webhooks tables exist |
+//! | `ovasabi_webhook_endpoint_deliveries` | gauge | `endpoint`, `status` | each endpoint's deliveries by status, when the webhooks tables exist |
 //! | `ovasabi_scrape_errors` | gauge | `source` | 1 for each source (`database`, `bus`) that failed during this scrape |
+//! | `ovasabi_bus_up` | gauge | | 1 when the bus answered this scrape, 0 when it did not |
 //!
 //! # `GET /readyz`
 //!
@@ -312,9 +314,26 @@ impl Monitor {
         for state in ["active", "paused", "disabled"] {
             endpoints.entry(state.to_owned()).or_insert(0);
         }
+        let per_endpoint = store
+            .query(
+                "SELECT endpoint_id, status, COUNT(*) AS n FROM webhook_deliveries
+                 GROUP BY endpoint_id, status",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|row| {
+                let endpoint: String = row.get("endpoint_id").map_err(|e| e.to_string())?;
+                let status: String = row.get("status").map_err(|e| e.to_string())?;
+                let n: u64 = row.get("n").map_err(|e| e.to_string())?;
+                Ok(((endpoint, status), n))
+            })
+            .collect::<Result<BTreeMap<(String, String), u64>, String>>()?;
         Ok(Some(WebhookCounts {
             deliveries,
             endpoints,
+            per_endpoint,
         }))
     }
 
@@ -535,6 +554,18 @@ impl Monitor {
                 for (state, n) in &counts.endpoints {
                     page.sample("ovasabi_webhook_endpoints", &[("state", state)], *n);
                 }
+                page.family(
+                    "ovasabi_webhook_endpoint_deliveries",
+                    "gauge",
+                    "Each webhook endpoint's deliveries by status.",
+                );
+                for ((endpoint, status), n) in &counts.per_endpoint {
+                    page.sample(
+                        "ovasabi_webhook_endpoint_deliveries",
+                        &[("endpoint", endpoint), ("status", status)],
+                        *n,
+                    );
+                }
             }
             Ok(None) => {}
             Err(error) => {
@@ -548,6 +579,7 @@ impl Monitor {
             "gauge",
             "1 for each source that failed during this scrape (its metrics are left out).",
         );
+        let bus_failed = errors.get("bus").copied().unwrap_or(false);
         for (source, failed) in errors {
             page.sample(
                 "ovasabi_scrape_errors",
@@ -555,6 +587,12 @@ impl Monitor {
                 u8::from(failed),
             );
         }
+        page.family(
+            "ovasabi_bus_up",
+            "gauge",
+            "1 when the bus answered this scrape, 0 when it did not.",
+        );
+        page.sample("ovasabi_bus_up", &[], u8::from(!bus_failed));
         page.out
     }
 }
@@ -562,6 +600,7 @@ impl Monitor {
 struct WebhookCounts {
     deliveries: BTreeMap<String, u64>,
     endpoints: BTreeMap<String, u64>,
+    per_endpoint: BTreeMap<(String, String), u64>,
 }
 
 /// `work`, or an error if it takes longer than [`CHECK_TIMEOUT`].

@@ -424,6 +424,27 @@ async fn deliveries_are_signed_and_partners_get_only_what_they_may(db: Db) {
     )
     .await;
     assert_eq!(shown["deliveries"]["delivered"], 3, "{shown}");
+    // The same per endpoint in the Prometheus metrics.
+    let metrics = p
+        .client
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(
+        "ovasabi_webhook_endpoint_deliveries{{endpoint=\"{acme_hook}\",status=\"delivered\"}} 3"
+    );
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no {line:?} in:\n{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l == "ovasabi_bus_up 1"),
+        "{metrics}"
+    );
     p.stop().await;
 }
 
