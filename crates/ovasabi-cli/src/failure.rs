@@ -38,6 +38,11 @@ impl Failure {
         }
     }
 
+    /// The message.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// Prints the message and exits.
     pub(crate) fn exit(self) -> ! {
         eprintln!("error: {}", self.message);

@@ -26,9 +26,12 @@ use ovasabi_services::dlq::{
 use ovasabi_store::Store;
 
 use crate::cli::{DlqCommand, DlqListArgs, DlqRedriveArgs, DlqShowArgs, Format, Global};
-use crate::cmd::{open_bus, store_config};
+use crate::cmd::{open_bus_or_say, store_config};
 use crate::failure::Failure;
 use crate::output::outln;
+
+/// What to do instead while `ovasabi up` holds the embedded bus.
+const ASK_UP: &str = "ask it over HTTP (GET /v1/dlq, GET /v1/dlq/{id}, POST /v1/dlq/redrive with {\"ids\": [...]}, at the address it printed, http://127.0.0.1:8080 by default)";
 
 /// Runs a `dlq` command.
 pub(crate) async fn run(global: &Global, cmd: DlqCommand) -> Result<(), Failure> {
@@ -80,7 +83,7 @@ async fn list(global: &Global, args: DlqListArgs) -> Result<(), Failure> {
         group: args.group,
         limit: None,
     };
-    let bus = open_bus(global).await?;
+    let bus = open_bus_or_say(global, ASK_UP).await?;
     let read = dlq::list(&*bus, &filter).await;
     bus.close().await?;
     let letters = read.map_err(failure)?;
@@ -157,7 +160,7 @@ fn item_json(d: &dlq::DeadLetter) -> serde_json::Value {
 
 async fn show(global: &Global, args: DlqShowArgs) -> Result<(), Failure> {
     let id = DeadLetterId::parse(&args.id).map_err(failure)?;
-    let bus = open_bus(global).await?;
+    let bus = open_bus_or_say(global, ASK_UP).await?;
     let found = dlq::show(&*bus, &id).await;
     bus.close().await?;
     let d = found.map_err(failure)?;
@@ -250,7 +253,7 @@ async fn redrive(global: &Global, args: DlqRedriveArgs) -> Result<(), Failure> {
     // The store first: a database that does not open fails the command before the bus is
     // read (and, for the embedded bus, held).
     let store = open_store(global).await?;
-    let bus = open_bus(global).await?;
+    let bus = open_bus_or_say(global, ASK_UP).await?;
     let result = redrive_on(&*bus, &store, &args, &selection).await;
     let closed = bus.close().await;
     let (done, failed) = result?;

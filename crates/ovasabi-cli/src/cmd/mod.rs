@@ -134,6 +134,23 @@ pub(crate) fn contracts_of(
     ))
 }
 
+/// Like [`open_bus`], for a command that `ovasabi up` can answer over HTTP instead: when a
+/// running platform holds the embedded bus, the error says so and names `instead`.
+pub(crate) async fn open_bus_or_say(
+    global: &Global,
+    instead: &str,
+) -> Result<Arc<dyn Bus>, Failure> {
+    match open_bus(global).await {
+        Err(failure) if failure.message().contains("in use by another process") => {
+            Err(Failure::runtime(format!(
+                "the embedded bus in {} is held by a running `ovasabi up`: {instead}, or stop it first",
+                data_dir(global).display()
+            )))
+        }
+        other => other,
+    }
+}
+
 /// Opens the configured bus, checking every published event against its contract.
 pub(crate) async fn open_bus(global: &Global) -> Result<Arc<dyn Bus>, Failure> {
     open_bus_with(global, Arc::new(registry(global)?)).await

@@ -101,8 +101,8 @@ fn print(status: &Value) {
             outln!(
                 "{:width$}  {:>8}  {:>6}  {}",
                 t["topic"].as_str().unwrap_or("?"),
-                t["events"],
-                t["dead_letters"],
+                t["events"].as_u64().unwrap_or(0),
+                t["dead_letters"].as_u64().unwrap_or(0),
                 if groups.is_empty() {
                     "-".to_owned()
                 } else {

@@ -12,7 +12,7 @@ use crate::cli::{
     Format, Global, WebhooksAttemptsArgs, WebhooksCommand, WebhooksEndpointArgs, WebhooksListArgs,
     WebhooksPartnerAddArgs, WebhooksPartnerCommand, WebhooksReplayArgs,
 };
-use crate::cmd::{open_bus, store_config};
+use crate::cmd::{open_bus_or_say, store_config};
 use crate::failure::Failure;
 use crate::output::outln;
 
@@ -59,7 +59,11 @@ async fn replay(global: &Global, args: WebhooksReplayArgs) -> Result<(), Failure
         ))
     })?;
     let store = open(global).await?;
-    let bus = open_bus(global).await?;
+    let bus = open_bus_or_say(
+        global,
+        "replay over HTTP with the partner's key (POST /v1/webhooks/{id}/replay?from=…)",
+    )
+    .await?;
     let result =
         webhooks::replay_endpoint(&store, &bus, &args.endpoint_id, from, chrono::Utc::now()).await;
     let _ = bus.close().await;
