@@ -21,6 +21,7 @@
 //! | `ovasabi_outbox_backlog` | gauge | | outbox rows not yet published |
 //! | `ovasabi_outbox_oldest_age_seconds` | gauge | | age of the oldest unpublished outbox row (0 when none) |
 //! | `ovasabi_outbox_relay_published_total` | counter | | outbox rows this process's relay published |
+//! | `ovasabi_events_published_total` | counter | `topic`, `type` | events this process's relay published, by topic and type |
 //! | `ovasabi_webhook_deliveries` | gauge | `status` | webhook deliveries by status (`pending`, `delivered`, `failed`…), when the webhooks tables exist |
 //! | `ovasabi_webhook_endpoints` | gauge | `state` | webhook endpoints by state (`active`, `paused`, `disabled`), when the webhooks tables exist |
 //! | `ovasabi_webhook_endpoint_deliveries` | gauge | `endpoint`, `status` | each endpoint's deliveries by status, when the webhooks tables exist |
@@ -534,6 +535,18 @@ impl Monitor {
                 &[],
                 relay.published(),
             );
+            page.family(
+                "ovasabi_events_published_total",
+                "counter",
+                "Events this process's relay published, by topic and type.",
+            );
+            for ((topic, ty), n) in relay.published_by_type() {
+                page.sample(
+                    "ovasabi_events_published_total",
+                    &[("topic", topic.as_str()), ("type", ty.as_str())],
+                    n,
+                );
+            }
         }
 
         match webhooks {

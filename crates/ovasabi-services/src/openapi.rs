@@ -24,11 +24,53 @@ fn error_schema() -> Value {
     })
 }
 
+/// What the runtime itself serves beside the services: health, metrics, status and dead
+/// letters.
+fn operations() -> Value {
+    let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "`<dead-letter topic>@<offset>`, as listed"});
+    json!({"paths": {
+        "/healthz": {"get": {"summary": "Liveness: the process serves HTTP", "responses": {"200": {"description": "`ok`"}}}},
+        "/readyz": {"get": {"summary": "Readiness: the database and the bus answer, the outbox relay is not stuck", "responses": {
+            "200": {"description": "`{\"ready\": true, \"checks\": {…}}`"},
+            "503": {"description": "The same shape; each failing check gives its `error`"}
+        }}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4)", "responses": {"200": {"description": "The metrics page"}}}},
+        "/v1/status": {"get": {"summary": "The platform at a glance: topics with their events and dead letters, groups with their lag, the outbox backlog, webhook endpoints by state", "responses": {
+            "200": {"description": "`{at, topics, lag, dead_letters, outbox, webhook_endpoints}`"},
+            "503": error("The bus or the database did not answer")
+        }}},
+        "/v1/dlq": {"get": {"summary": "Dead letters, oldest first", "parameters": [
+            {"name": "topic", "in": "query", "required": false, "schema": {"type": "string"}},
+            {"name": "reason", "in": "query", "required": false, "schema": {"type": "string"}, "description": "A part of the reason, any case"},
+            {"name": "group", "in": "query", "required": false, "schema": {"type": "string"}},
+            {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}}
+        ], "responses": {"200": {"description": "`{items: [...]}`"}, "422": error("A parameter is invalid (named in `field`)")}}},
+        "/v1/dlq/{id}": {"get": {"summary": "One dead letter, with its whole event", "parameters": [id], "responses": {
+            "200": {"description": "The dead letter"}, "404": error("No such dead letter"), "422": error("`id` is not `<topic>.dlq@<offset>`")
+        }}},
+        "/v1/dlq/redrive": {"post": {"summary": "Put dead letters back on their original topic for the group that failed them, each once", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {
+            "ids": {"type": "array", "items": {"type": "string"}},
+            "topic": {"type": "string"},
+            "all": {"type": "boolean"},
+            "dry_run": {"type": "boolean"},
+            "force": {"type": "boolean", "description": "Re-drive again what was re-driven before"}
+        }}}}}, "responses": {
+            "200": {"description": "`{redriven, skipped, failed, dry_run}`"},
+            "404": error("An id names no dead letter"),
+            "422": error("No selector (`ids`, `topic` or `all`), or conflicting ones")
+        }}}
+    }})
+}
+
 /// The document for `services`.
 pub fn document(services: &[Arc<dyn Service>]) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
     schemas.insert("Error".to_owned(), error_schema());
+    if let Some(p) = operations().get("paths").and_then(Value::as_object) {
+        paths.extend(p.clone());
+    }
     for service in services {
         let part = service.openapi();
         if let Some(p) = part.get("paths").and_then(Value::as_object) {

@@ -40,6 +40,8 @@ pub struct RelayHandle {
 struct RelayShared {
     wake: Notify,
     published: AtomicU64,
+    /// Published events by (topic, type).
+    by_type: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
 
 impl RelayHandle {
@@ -51,6 +53,17 @@ impl RelayHandle {
     /// Events this process's relay has published.
     pub fn published(&self) -> u64 {
         self.inner.published.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Events this process's relay has published, by topic and event type.
+    pub fn published_by_type(&self) -> Vec<((String, String), u64)> {
+        self.inner
+            .by_type
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .collect()
     }
 }
 
@@ -178,6 +191,19 @@ impl Relay {
                 .inner
                 .published
                 .fetch_add((end - start) as u64, AtomicOrdering::Relaxed);
+            {
+                let mut by_type = self
+                    .handle
+                    .inner
+                    .by_type
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                for row in &rows[start..end] {
+                    *by_type
+                        .entry((topic.clone(), row.event.ty.clone()))
+                        .or_default() += 1;
+                }
+            }
             start = end;
         }
         Ok(rows.len())

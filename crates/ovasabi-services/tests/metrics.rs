@@ -288,6 +288,14 @@ async fn metrics_follow_the_consumers(db: Db) {
             ],
         ) >= 3.0
     );
+    // The relay counts what it published, by topic and type.
+    assert!(
+        sum(
+            &after,
+            "ovasabi_events_published_total",
+            &[("topic", "user.events"), ("type", "user.registered")],
+        ) >= 3.0
+    );
     // Each sample names its service.
     assert!(after
         .samples
@@ -313,6 +321,22 @@ async fn metrics_follow_the_consumers(db: Db) {
     }
     let (status, _) = platform.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
+    // The runtime's own routes are in the API document.
+    let (_, doc) = platform.get("/openapi.json").await;
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/status",
+        "/v1/dlq",
+        "/v1/dlq/{id}",
+        "/v1/dlq/redrive",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} is not in /openapi.json"
+        );
+    }
     platform.stop().await;
 }
 
