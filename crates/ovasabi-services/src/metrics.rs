@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use ovasabi_core::Bus;
 use ovasabi_middleware::ConsumerStats;
 use ovasabi_store::Store;
@@ -252,25 +252,17 @@ impl Monitor {
     async fn outbox_state(&self) -> Result<OutboxState, String> {
         let store = &self.inner.store;
         let backlog = store.outbox().pending().await.map_err(|e| e.to_string())?;
-        // The lowest unpublished `seq` (the partial index on unpublished rows makes this
-        // one index probe) is, but for late commits, the oldest row.
         let oldest = store
-            .query_opt(
-                "SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1",
-                &[],
-            )
+            .outbox()
+            .oldest_pending()
             .await
             .map_err(|e| e.to_string())?;
-        let oldest_age = match oldest {
-            Some(row) => {
-                let created: DateTime<Utc> = row.get("created_at").map_err(|e| e.to_string())?;
-                let age = (Utc::now() - created)
-                    .num_microseconds()
-                    .unwrap_or(i64::MAX);
-                Some(age.max(0) as f64 / 1e6)
-            }
-            None => None,
-        };
+        let oldest_age = oldest.map(|created| {
+            let age = (Utc::now() - created)
+                .num_microseconds()
+                .unwrap_or(i64::MAX);
+            age.max(0) as f64 / 1e6
+        });
         Ok(OutboxState {
             backlog,
             oldest_age,

@@ -111,25 +111,16 @@ pub async fn collect(bus: &dyn Bus, store: &Store) -> Result<Status, String> {
         .sum();
     let dead_letters = topics.iter().map(|t| t.dead_letters).sum();
 
-    let outbox = match store
-        .query_opt(
-            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
-            &[],
-        )
-        .await
-    {
-        Ok(Some(row)) => {
-            let n: i64 = row.get("n").map_err(|e| e.to_string())?;
-            let oldest: Option<DateTime<Utc>> = row.get("oldest").unwrap_or(None);
-            OutboxStatus {
-                backlog: n.unsigned_abs(),
-                oldest_age_seconds: oldest
-                    .map(|o| (at - o).num_milliseconds().max(0) as f64 / 1000.0)
-                    .unwrap_or(0.0),
-            }
+    let outbox = {
+        let failed = |e: ovasabi_store::StoreError| format!("reading the outbox: {e}");
+        let backlog = store.outbox().pending().await.map_err(failed)?;
+        let oldest = store.outbox().oldest_pending().await.map_err(failed)?;
+        OutboxStatus {
+            backlog,
+            oldest_age_seconds: oldest
+                .map(|o| (at - o).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or(0.0),
         }
-        Ok(None) => OutboxStatus::default(),
-        Err(e) => return Err(format!("reading the outbox: {e}")),
     };
     // The webhooks service's tables exist only where it has run.
     let mut webhook_endpoints = std::collections::BTreeMap::new();

@@ -241,6 +241,23 @@ impl Outbox {
         row.get("n")
     }
 
+    /// When the oldest row waiting to be published was appended, if one waits. The lowest
+    /// unpublished `seq` (one probe of the partial index on unpublished rows) is, but for a
+    /// late commit, the oldest row.
+    pub async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>> {
+        match self
+            .store
+            .query_opt(
+                "SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1",
+                &[],
+            )
+            .await?
+        {
+            Some(row) => Ok(Some(row.get("created_at")?)),
+            None => Ok(None),
+        }
+    }
+
     /// Deletes rows published before `before`; returns how many. Unpublished rows stay.
     pub async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64> {
         self.store
