@@ -12,6 +12,7 @@
 //! | `payment.completed` | `payments_completed`; `revenue` in the payment's currency |
 //! | `payment.failed` | `payments_failed` |
 //! | `message.sent` | `messages`; the sender is active |
+//! | `fraud.hold_placed` | `fraud_holds` |
 //!
 //! Every count goes into the minute of the event's own `time` (when it happened, not when it
 //! was handled), so a replay of the same log reaches the same numbers, and numbers do not
@@ -50,6 +51,7 @@ use ovasabi_core::{Bus, BusError, DeliveryInfo, Event, Ordering, StartFrom, Subs
 use ovasabi_events::commerce::{OrderPlaced, PaymentCompleted, PaymentFailed};
 use ovasabi_events::content::{CommentAdded, ContentPosted, ReactionAdded};
 use ovasabi_events::messaging::MessageSent;
+use ovasabi_events::moderation::FraudHoldPlaced;
 use ovasabi_events::users::UserRegistered;
 use ovasabi_events::DomainEvent;
 use ovasabi_middleware::{Handler, HandlerError, Message};
@@ -76,6 +78,7 @@ pub const METRICS: &[&str] = &[
     "payments_completed",
     "payments_failed",
     "messages",
+    "fraud_holds",
 ];
 /// Pieces of content in a snapshot's top list.
 const TOP: i64 = 10;
@@ -118,6 +121,7 @@ pub fn topics() -> Vec<String> {
         ContentPosted::TOPIC.to_owned(),
         OrderPlaced::TOPIC.to_owned(),
         MessageSent::TOPIC.to_owned(),
+        FraudHoldPlaced::TOPIC.to_owned(),
     ];
     topics.sort();
     topics.dedup();
@@ -258,6 +262,13 @@ impl Counts {
                     metrics: one("messages"),
                     active: Some(e.sender_id),
                     engaged: None,
+                }
+            }
+            FraudHoldPlaced::TYPE => {
+                let _: FraudHoldPlaced = payload(event)?;
+                Counts {
+                    metrics: one("fraud_holds"),
+                    ..Counts::default()
                 }
             }
             _ => return Ok(None),
@@ -623,7 +634,7 @@ pub async fn replay(
 
 fn openapi() -> Value {
     let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let count_map = json!({"type": "object", "additionalProperties": true, "description": "One count per metric (signups, posts, comments, reactions, orders, payments_completed, payments_failed, messages) and `revenue`: [{currency, amount_minor}]"});
+    let count_map = json!({"type": "object", "additionalProperties": true, "description": "One count per metric (signups, posts, comments, reactions, orders, payments_completed, payments_failed, messages, fraud_holds) and `revenue`: [{currency, amount_minor}]"});
     json!({
         "paths": {
             "/v1/analytics": {"get": {

@@ -23,10 +23,11 @@
 //!
 //! [`routes`] (served by the runtime):
 //!
-//! - `GET /v1/dlq?topic=&reason=&group=&limit=` — `{"items": [...]}`, each item a
-//!   [`DeadLetterItem`] (the objects `ovasabi dlq list --format json` prints);
-//! - `GET /v1/dlq/{id}` — one [`DeadLetterItem`]; 422 naming `id` when it is not an ID, 404
-//!   naming it when there is no such dead letter;
+//! - `GET /v1/dlq?topic=&reason=&group=&limit=&pending=` — `{"items": [...]}`, each item a
+//!   [`DeadLetterItem`] (the objects `ovasabi dlq list --format json` prints) with
+//!   `redriven_at` (null until re-driven); `pending=true` leaves out those re-driven;
+//! - `GET /v1/dlq/{id}` — one [`DeadLetterItem`], with `redriven_at`; 422 naming `id` when
+//!   it is not an ID, 404 naming it when there is no such dead letter;
 //! - `POST /v1/dlq/redrive` `{"ids": [...]} | {"topic": "..."} | {"all": true}`, optional
 //!   `"dry_run": true` and `"force": true` — a [`RedriveReport`]
 //!   (`{"redriven", "skipped", "failed", "dry_run"}`); 422 naming `ids` when nothing is
@@ -795,12 +796,23 @@ fn api_error(e: DlqError, field: &str) -> ApiError {
     }
 }
 
-/// `GET /v1/dlq?topic=&reason=&group=&limit=`.
+/// `GET /v1/dlq?topic=&reason=&group=&limit=&pending=`.
 async fn http_list(
     axum::extract::State(http): axum::extract::State<Http>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut query = crate::users::paging::query(query, &["topic", "reason", "group", "limit"])?;
+    let mut query =
+        crate::users::paging::query(query, &["topic", "reason", "group", "limit", "pending"])?;
+    let pending = match query.remove("pending").as_deref().map(str::trim) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "pending",
+                format!("`{other}` is not true or false"),
+            ))
+        }
+    };
     let limit = match query.remove("limit") {
         None => None,
         Some(text) => match text.trim().parse::<usize>() {
@@ -817,27 +829,58 @@ async fn http_list(
         topic: query.remove("topic"),
         reason: query.remove("reason"),
         group: query.remove("group"),
-        limit,
+        limit: if pending { None } else { limit },
     };
-    let items: Vec<DeadLetterItem> = list(http.bus.as_ref(), &filter)
+    let letters = list(http.bus.as_ref(), &filter)
         .await
-        .map_err(|e| api_error(e, "topic"))?
+        .map_err(|e| api_error(e, "topic"))?;
+    let redriven = redrive_records(&http.store)
+        .await
+        .map_err(|e| api_error(e, "topic"))?;
+    let items: Vec<Value> = letters
         .iter()
-        .map(DeadLetter::item)
+        .map(|letter| with_redriven_at(letter.item(), &redriven))
+        .filter(|item| !pending || item["redriven_at"].is_null())
+        .take(limit.unwrap_or(usize::MAX))
         .collect();
     Ok(Json(serde_json::json!({ "items": items })))
+}
+
+/// When each dead letter re-driven so far was, by ID.
+async fn redrive_records(store: &Store) -> Result<HashMap<String, DateTime<Utc>>, DlqError> {
+    store
+        .query("SELECT id, redriven_at FROM dlq_redrives", &[])
+        .await
+        .map_err(|e| DlqError::Failed(format!("reading the re-drive records: {e}")))?
+        .iter()
+        .map(|row| Ok((row.get("id")?, row.get("redriven_at")?)))
+        .collect::<Result<_, StoreError>>()
+        .map_err(|e| DlqError::Failed(format!("reading the re-drive records: {e}")))
+}
+
+/// `item` as the API answers it: with `redriven_at`, null until it is re-driven.
+fn with_redriven_at(item: DeadLetterItem, redriven: &HashMap<String, DateTime<Utc>>) -> Value {
+    let at = redriven
+        .get(&item.id)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
+    let mut value = serde_json::to_value(item).unwrap_or(Value::Null);
+    value["redriven_at"] = serde_json::json!(at);
+    value
 }
 
 /// `GET /v1/dlq/{id}`.
 async fn http_show(
     axum::extract::State(http): axum::extract::State<Http>,
     Path(id): Path<String>,
-) -> Result<Json<DeadLetterItem>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let id = DeadLetterId::parse(&id).map_err(|e| api_error(e, "id"))?;
     let found = show(http.bus.as_ref(), &id)
         .await
         .map_err(|e| api_error(e, "id"))?;
-    Ok(Json(found.item()))
+    let redriven = redrive_records(&http.store)
+        .await
+        .map_err(|e| api_error(e, "id"))?;
+    Ok(Json(with_redriven_at(found.item(), &redriven)))
 }
 
 /// The body of `POST /v1/dlq/redrive`.

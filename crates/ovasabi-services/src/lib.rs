@@ -16,6 +16,8 @@
 //!   a declared order per subject.
 //! - [`openapi`] — `GET /openapi.json`, merged from the services.
 //! - [`schemas`] — the event contracts over HTTP (`/v1/schemas…`, `/asyncapi.yaml`).
+//! - [`dashboard`] — the live dashboard at `/` and the API it reads (`/v1/events/stream`,
+//!   `/v1/trace/{id}`, `/v1/dashboard/…`).
 //! - The services, one module each, each owning its tables: [`users`], [`content`],
 //!   [`commerce`], [`wallet`], [`messaging`], [`notifications`], [`moderation`],
 //!   [`analytics`], [`webhooks`] (partners' signed webhooks), [`audit`] (the audit trail).
@@ -25,6 +27,7 @@ pub mod analytics;
 pub mod audit;
 pub mod commerce;
 pub mod content;
+pub mod dashboard;
 pub mod dlq;
 pub mod http;
 pub mod messaging;

@@ -44,8 +44,9 @@ fn operations() -> Value {
             {"name": "topic", "in": "query", "required": false, "schema": {"type": "string"}},
             {"name": "reason", "in": "query", "required": false, "schema": {"type": "string"}, "description": "A part of the reason, any case"},
             {"name": "group", "in": "query", "required": false, "schema": {"type": "string"}},
-            {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}}
-        ], "responses": {"200": {"description": "`{items: [...]}`"}, "422": error("A parameter is invalid (named in `field`)")}}},
+            {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}},
+            {"name": "pending", "in": "query", "required": false, "schema": {"type": "boolean"}, "description": "true: only those not re-driven yet"}
+        ], "responses": {"200": {"description": "`{items: [...]}`, each with `redriven_at` (null until re-driven)"}, "422": error("A parameter is invalid (named in `field`)")}}},
         "/v1/dlq/{id}": {"get": {"summary": "One dead letter, with its whole event", "parameters": [id], "responses": {
             "200": {"description": "The dead letter"}, "404": error("No such dead letter"), "422": error("`id` is not `<topic>.dlq@<offset>`")
         }}},
@@ -59,8 +60,49 @@ fn operations() -> Value {
             "200": {"description": "`{redriven, skipped, failed, dry_run}`"},
             "404": error("An id names no dead letter"),
             "422": error("No selector (`ids`, `topic` or `all`), or conflicting ones")
-        }}}
+        }}},
+        "/": {"get": {"summary": "The live dashboard (HTML)", "responses": {"200": {"description": "The page"}}}},
+        "/v1/events": {"post": {"summary": "Publish one event straight onto the bus (operators); `specversion`, `id`, `time` and `source` are filled in when missing", "parameters": [
+            {"name": "topic", "in": "query", "required": true, "schema": {"type": "string"}}
+        ], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["type"], "description": "A structured-mode CloudEvent"}}}}, "responses": {
+            "201": {"description": "`{topic, offset, id}`"},
+            "422": error("The topic, the event or its payload is invalid (named in `field`)"),
+            "503": error("The bus did not take it")
+        }}},
+        "/v1/events/stream": {"get": {"summary": "Every event on the bus as it is published (Server-Sent Events: `id:` seq, `event: event`, `data:` a LiveEvent); resumes after `Last-Event-ID`", "parameters": live_filters(true), "responses": {
+            "200": {"description": "text/event-stream"}, "422": error("A parameter is invalid (named in `field`)")
+        }}},
+        "/v1/events/recent": {"get": {"summary": "The latest events of the live window, oldest first", "parameters": live_filters(false), "responses": {
+            "200": {"description": "`{items: [LiveEvent...]}`"}, "422": error("A parameter is invalid (named in `field`)")
+        }}},
+        "/v1/trace/{id}": {"get": {"summary": "The causal tree around an event id or a correlation id, from the audit trail", "parameters": [
+            {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}
+        ], "responses": {"200": {"description": "`{asked, correlation_id, events, roots}`"}, "404": error("The audit trail holds nothing of it, or does not run here")}}},
+        "/v1/dashboard/overview": {"get": {"summary": "Consumer groups with lag, counters and handler latency; topics with rates and dead letters; the outbox", "responses": {"200": {"description": "`{at, groups, topics, lag, dead_letters, outbox}`"}, "503": error("The bus or the database did not answer")}}},
+        "/v1/dashboard/series": {"get": {"summary": "Events per topic and deliveries and latency per group, per 5-second interval, the last 10 minutes", "responses": {"200": {"description": "`{interval_seconds, points}`"}}}},
+        "/v1/dashboard/topology": {"get": {"summary": "Services, topics and consumer groups as a graph with live rates and lag", "responses": {"200": {"description": "`{services, topics, groups, edges}`"}, "503": error("The bus or the database did not answer")}}},
+        "/v1/dashboard/webhooks": {"get": {"summary": "Every partner's webhook endpoints with their latest attempts", "responses": {"200": {"description": "`{items}`"}, "503": error("The database did not answer")}}}
     }})
+}
+
+/// The query parameters of the live event stream and listing.
+fn live_filters(stream: bool) -> Value {
+    let text = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}, "description": description});
+    let mut params = vec![
+        text(
+            "topic",
+            "A topic or pattern: commerce.events, *.events, *.dlq",
+        ),
+        text("type", "An event type, or a prefix such as order.*"),
+        text("subject", "The events' subject"),
+        text("correlation_id", "The events' correlation id"),
+    ];
+    params.push(if stream {
+        json!({"name": "backlog", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": 1000}, "description": "Recent events sent first (default 100)"})
+    } else {
+        json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": 1000}, "description": "At most this many (default 100)"})
+    });
+    Value::Array(params)
 }
 
 /// The document for `services`.

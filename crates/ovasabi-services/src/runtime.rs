@@ -574,7 +574,8 @@ impl Runtime {
 }
 
 /// Binds `addr` and serves every service's routes, `/healthz`, `/readyz`, `/metrics`,
-/// `/v1/status`, `/v1/dlq…` and `/openapi.json`.
+/// `/v1/status`, `/v1/dlq…`, `/openapi.json` and the dashboard (`/`, see
+/// [`crate::dashboard`]).
 async fn serve_http(
     services: &[Arc<dyn Service>],
     ctx: &Context,
@@ -592,7 +593,16 @@ async fn serve_http(
         error: e.to_string(),
     })?;
     let openapi = crate::openapi::document(services);
+    let stop = CancellationToken::new();
+    let dashboard = crate::dashboard::Dashboard::new(
+        ctx.bus.clone(),
+        ctx.store.clone(),
+        monitor.clone(),
+        services.iter().map(|s| s.name()).collect(),
+        ctx.settings.schemas.clone(),
+    );
     let mut router = axum::Router::new()
+        .merge(dashboard.routes())
         .route("/healthz", axum::routing::get(crate::http::healthz))
         .route(
             "/openapi.json",
@@ -634,11 +644,15 @@ async fn serve_http(
             router = router.merge(routes);
         }
     }
+    let streams_end = stop.clone();
     let router = router
         .fallback(crate::http::not_found)
-        .layer(axum::middleware::from_fn(crate::http::correlation));
-    let stop = CancellationToken::new();
+        .layer(axum::middleware::from_fn(crate::http::correlation))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            end_streams_at(streams_end.clone(), req, next)
+        }));
     let shutdown = stop.clone();
+    let sampler = tokio::spawn(dashboard.run(stop.clone()));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -646,6 +660,30 @@ async fn serve_http(
         if let Err(error) = served {
             tracing::error!(%error, "the HTTP server stopped");
         }
+        let _ = sampler.await;
     });
     Ok((local, task, stop))
+}
+
+/// Ends a Server-Sent Events response when `stop` is cancelled, so that a graceful shutdown
+/// does not wait for the clients of endless streams (the dashboard's, notifications',
+/// analytics'); an `EventSource` reconnects by itself once a server answers again.
+async fn end_streams_at(
+    stop: CancellationToken,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures::StreamExt;
+    let response = next.run(req).await;
+    let is_stream = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !is_stream {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().take_until(stop.cancelled_owned());
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
 }

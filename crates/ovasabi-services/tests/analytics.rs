@@ -7,6 +7,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ovasabi_events::moderation::FraudHoldPlaced;
+use ovasabi_events::DomainEvent;
 use ovasabi_services::analytics::{self, AnalyticsService};
 use ovasabi_services::{commerce, content, messaging, users, Service};
 use ovasabi_store::Store;
@@ -106,9 +108,20 @@ async fn counters_follow_the_traffic_live_and_a_replay_reaches_the_same_numbers(
     )
     .await;
 
+    // A fraud hold (published by moderation, which does not run here).
+    p.bus
+        .publish(
+            FraudHoldPlaced::TOPIC,
+            FraudHoldPlaced::examples()
+                .remove(0)
+                .to_event("/ovasabi/moderation"),
+        )
+        .await
+        .unwrap();
+
     let expected = json!({
         "signups": 2, "posts": 1, "comments": 1, "reactions": 2, "orders": 2,
-        "payments_completed": 1, "payments_failed": 1, "messages": 1,
+        "payments_completed": 1, "payments_failed": 1, "messages": 1, "fraud_holds": 1,
         "revenue": [{"currency": "USD", "amount_minor": 2500}],
     });
     let snapshot = analytics_when(&p, |s| s["totals"] == expected).await;
@@ -162,7 +175,7 @@ async fn counters_follow_the_traffic_live_and_a_replay_reaches_the_same_numbers(
     let summary = analytics::replay(&*p.bus, &store, |done, total| calls.push((done, total)))
         .await
         .unwrap();
-    assert_eq!(summary.counted, 11, "{summary:?}");
+    assert_eq!(summary.counted, 12, "{summary:?}");
     assert!(summary.events >= summary.counted, "{summary:?}");
     assert_eq!(calls.first(), Some(&(0, summary.events)));
     assert_eq!(calls.last(), Some(&(summary.events, summary.events)));

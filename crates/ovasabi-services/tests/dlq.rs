@@ -123,6 +123,14 @@ async fn a_dead_letter_is_listed_shown_and_redriven_once(db: Db) {
         "{dead}"
     );
     assert_eq!(dead["event"]["id"], orphan.id.as_str(), "{dead}");
+    assert_eq!(
+        dead["redriven_at"],
+        Value::Null,
+        "not re-driven yet: {dead}"
+    );
+    let (status, body) = platform.get("/v1/dlq?pending=maybe").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "pending", "{body}");
 
     // Filters.
     for (query, expected) in [
@@ -132,6 +140,8 @@ async fn a_dead_letter_is_listed_shown_and_redriven_once(db: Db) {
         ("?topic=commerce.events", 1),
         ("?topic=user.events", 0),
         ("?limit=1", 1),
+        ("?pending=true", 1),
+        ("?pending=false", 1),
     ] {
         let (status, body) = platform.get(&format!("/v1/dlq{query}")).await;
         assert_eq!(status, StatusCode::OK, "{query}: {body}");
@@ -180,6 +190,17 @@ async fn a_dead_letter_is_listed_shown_and_redriven_once(db: Db) {
     assert_eq!(redriven["topic"], "commerce.events", "{first}");
     assert_eq!(redriven["group"], "wallet", "{first}");
     assert!(redriven["offset"].is_u64(), "{first}");
+
+    // Re-driven: no longer pending, and listed with when.
+    let (_, pending) = platform.get("/v1/dlq?pending=true").await;
+    assert_eq!(pending["items"], json!([]), "{pending}");
+    let (_, all) = platform.get("/v1/dlq").await;
+    assert!(all["items"][0]["redriven_at"].is_string(), "{all}");
+    let (_, shown) = platform.get(&format!("/v1/dlq/{id}")).await;
+    assert_eq!(
+        shown["redriven_at"], all["items"][0]["redriven_at"],
+        "{shown}"
+    );
 
     // The wallet recorded the re-driven payment: the order's shipment now mints its reward
     // (12 coins for 12.34 USD), which it could not without the payment.

@@ -196,7 +196,7 @@ async fn run(
         );
     }
     if let Some(addr) = runtime.http_addr() {
-        eprintln!("  http      listening on http://{addr} (GET /openapi.json lists the API)");
+        eprintln!("  http      listening on http://{addr} (the dashboard: open http://{addr}/ in a browser; GET /openapi.json lists the API)");
     }
     eprintln!(
         "ready: {} service{} running; Ctrl-C or SIGTERM stops",

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub, unused_macros)]
 
+pub mod sse;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
