@@ -255,6 +255,7 @@ async function main() {
   // The wallet retries it 4 times, 1 + 2 + 4 + 8 s apart, before giving up.
   await page.waitForSelector(dead, { timeout: 60_000 });
   const deadId = await page.getAttribute(dead, 'data-id');
+  await page.waitForTimeout(2500); // the groups' table catches up (it refreshes every 2 s)
   await shot(page, '06-consumers-dead-letter');
   // The cause, fixed: the order the payment was for.
   await api(base, 'POST', '/v1/events?topic=commerce.events', {

@@ -1366,7 +1366,7 @@ views.consumers = (() => {
       return;
     }
     dlqList.replaceChildren(h('div', { class: 'table-scroll' }, h('table', { class: 'grid-table dlq' },
-      h('thead', null, h('tr', null, ['', 'Id', 'Topic', 'Type', 'Group', 'Reason', 'Error', 'Attempts', 'Dead-lettered', ''].map((c, i) => h('th', { text: c, class: i === 7 ? 'num' : '', attrs: { scope: 'col' } })))),
+      h('thead', null, h('tr', null, ['', '', 'Type', 'Group', 'Reason', 'Error', 'Attempts', 'Dead-lettered', 'Id'].map((c, i) => h('th', { text: c, class: i === 6 ? 'num' : '', attrs: { scope: 'col' } })))),
       deadLetters.map(deadLetterRows))));
   }
 
@@ -1381,17 +1381,16 @@ views.consumers = (() => {
     const btn = h('button', { type: 'button', class: 'primary small', testid: 'redrive', text: 'Redrive', on: { click: () => redrive([d.id], btn) } });
     tb.append(h('tr', { testid: 'dead-letter', data: { id: d.id, type: d.type } },
       h('td', null, toggle),
-      h('td', { class: 'mono nowrap', text: d.id }),
-      h('td', { class: 'mono', text: d.topic ?? '' }),
-      h('td', { text: d.type ?? '' }),
+      h('td', null, btn),
+      h('td', null, h('div', { text: d.type ?? '' }), h('div', { class: 'mono small', text: d.topic ?? '' })),
       h('td', { class: 'mono', text: d.group ?? '—' }),
       h('td', null, d.reason ? h('span', { class: 'badge bad', text: d.reason }) : '—'),
       h('td', { class: 'error-text', title: d.error ?? '', text: d.error ?? '—' }),
       h('td', { class: 'num', text: d.attempts === null || d.attempts === undefined ? '—' : (typeof d.attempts === 'number' ? fmtInt(d.attempts) : String(d.attempts)) }),
       h('td', { class: 'nowrap' }, relTime(d.dead_lettered_at)),
-      h('td', null, btn)));
+      h('td', { class: 'mono nowrap small', text: d.id })));
     if (isOpen) {
-      tb.append(h('tr', { class: 'expanded' }, h('td', { attrs: { colspan: 10 } }, jsonBlock(d.event, 'dead-letter-json'))));
+      tb.append(h('tr', { class: 'expanded' }, h('td', { attrs: { colspan: 9 } }, jsonBlock(d.event, 'dead-letter-json'))));
     }
     return tb;
   }
@@ -1772,7 +1771,7 @@ views.webhooks = (() => {
                 h('td', { class: 'nowrap' }, relTime(a.at)),
                 h('td', { class: 'num', text: fmtInt(a.attempt ?? 1) }),
                 h('td', null, h('span', { class: `badge ${code === null || code === undefined ? 'bad' : ok ? 'good' : 'bad'}`, text: code === null || code === undefined ? 'no answer' : String(code) })),
-                h('td', { class: 'num', text: fmtMs(a.latency_ms) }),
+                h('td', { class: 'num', text: a.latency_ms === null || a.latency_ms === undefined ? '—' : `${fmtInt(a.latency_ms)} ms` }),
                 h('td', { class: 'error-text', title: a.error ?? '', text: a.error ?? '' }));
             }))))
           : h('p', { class: 'muted small', text: 'No delivery attempts yet.' }));
