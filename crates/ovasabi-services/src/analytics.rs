@@ -35,7 +35,6 @@
 //! `analytics_engagement (content_id, minute, score)`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -465,7 +464,7 @@ async fn stream(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     paging::query(query, &[])?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(4);
+    let (tx, events) = crate::http::sse_channel(4);
     tokio::spawn(async move {
         loop {
             let woken = shared.committed.notified();
@@ -489,9 +488,6 @@ async fn stream(
             }
             tokio::time::sleep(STREAM_MIN_GAP).await;
         }
-    });
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

@@ -27,7 +27,6 @@
 //! rebuilding).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -603,7 +602,7 @@ async fn stream(
             }
         }
     };
-    let (tx, out) = tokio::sync::mpsc::channel::<SseEvent>(64);
+    let (tx, events) = crate::http::sse_channel(64);
     tokio::spawn(async move {
         let _guard = guard;
         let mut last = 0;
@@ -643,9 +642,6 @@ async fn stream(
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
-    });
-    let events = futures::stream::unfold(out, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -997,6 +993,13 @@ impl Dashboard {
     fn series_lock(&self) -> std::sync::MutexGuard<'_, Series> {
         self.inner.series.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The bus's topics and groups, the outbox; 503 when a source does not answer.
+    async fn status(&self) -> Result<crate::status::Status, ApiError> {
+        crate::status::collect(self.inner.bus.as_ref(), &self.inner.store)
+            .await
+            .map_err(|e| ApiError::with(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))
+    }
 }
 
 async fn series(
@@ -1017,9 +1020,7 @@ async fn overview(
 ) -> Result<Response, ApiError> {
     paging::query(query, &[])?;
     let inner = &dashboard.inner;
-    let status = crate::status::collect(inner.bus.as_ref(), &inner.store)
-        .await
-        .map_err(|e| ApiError::with(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
+    let status = dashboard.status().await?;
     let mut lag: HashMap<&str, BTreeMap<&str, u64>> = HashMap::new();
     for topic in &status.topics {
         for group in &topic.groups {
@@ -1082,9 +1083,7 @@ async fn topology(
 ) -> Result<Response, ApiError> {
     paging::query(query, &[])?;
     let inner = &dashboard.inner;
-    let status = crate::status::collect(inner.bus.as_ref(), &inner.store)
-        .await
-        .map_err(|e| ApiError::with(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
+    let status = dashboard.status().await?;
     let running: BTreeSet<&str> = inner.services.iter().copied().collect();
     let service_of = |name: &str| -> Option<&'static str> {
         let name = PRODUCER_ALIASES

@@ -304,6 +304,26 @@ impl Tx<'_> {
     }
 }
 
+/// A channel feeding a Server-Sent Events response: a task sends the events on the sender,
+/// the response streams them; once the client has gone, the sender is closed
+/// (`tx.closed()` completes, sends fail).
+pub fn sse_channel(
+    capacity: usize,
+) -> (
+    tokio::sync::mpsc::Sender<axum::response::sse::Event>,
+    impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
+        + Send
+        + 'static,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    (tx, stream)
+}
+
 /// A boxed future borrowing the transaction.
 pub type TxFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 't>>;
 

@@ -1337,7 +1337,7 @@ impl Feed {
 fn futures_stream(
     feed: Feed,
 ) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(64);
+    let (tx, events) = crate::http::sse_channel(64);
     tokio::spawn(async move {
         let mut feed = feed;
         loop {
@@ -1364,9 +1364,7 @@ fn futures_stream(
             }
         }
     });
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-    })
+    events
 }
 
 fn openapi() -> Value {

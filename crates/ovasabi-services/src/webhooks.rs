@@ -1411,7 +1411,7 @@ fn sse_events(
     feed: PartnerFeed,
     note: String,
 ) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(64);
+    let (tx, events) = crate::http::sse_channel(64);
     tokio::spawn(async move {
         let mut feed = feed;
         if tx.send(SseEvent::default().comment(note)).await.is_err() {
@@ -1441,9 +1441,7 @@ fn sse_events(
             }
         }
     });
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-    })
+    events
 }
 
 // ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ use ovasabi_services::{commerce, messaging, users, Service};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use common::sse::SseReader;
 use common::{start, Db, Running};
 
 on_both!(
@@ -43,65 +44,28 @@ async fn register(p: &Running, email: &str, name: &str) -> String {
     user["id"].as_str().unwrap().to_owned()
 }
 
-/// A Server-Sent Events reader over a real HTTP response.
-struct Sse {
-    response: reqwest::Response,
-    buffer: String,
-}
+/// A user's notification stream.
+struct Sse(SseReader);
 
 impl Sse {
     async fn open(p: &Running, user: &str, last_event_id: Option<&str>) -> Sse {
         let mut request = p
             .client
-            .get(format!("{}/v1/notifications/stream?user_id={user}", p.base))
-            .header("Accept", "text/event-stream");
+            .get(format!("{}/v1/notifications/stream?user_id={user}", p.base));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
         }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let kind = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        assert!(kind.starts_with("text/event-stream"), "{kind}");
-        Sse {
-            response,
-            buffer: String::new(),
-        }
+        Sse(SseReader::open(request).await)
     }
 
     /// The next `notification` event: (id, data).
     async fn next(&mut self, within: Duration) -> (String, Value) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut id = None;
-                let mut data = None;
-                let mut event = None;
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data = Some(v.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = Some(v.trim().to_owned());
-                    }
-                }
-                if event.as_deref() == Some("notification") {
-                    return (id.unwrap(), serde_json::from_str(&data.unwrap()).unwrap());
-                }
-                continue; // a keep-alive comment
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let chunk = tokio::time::timeout(left, self.response.chunk())
-                .await
-                .expect("a notification within the deadline")
-                .unwrap()
-                .expect("the stream stays open");
-            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
+        let (id, data) = self
+            .0
+            .event("notification", within)
+            .await
+            .expect("a notification within the deadline");
+        (id.expect("a notification has an id"), data)
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
+use common::sse::{self, SseReader};
 use common::{order_of, Db, Platform};
 use futures::StreamExt as _;
 use ovasabi_services::webhooks::{self, ManualClock, WebhooksService, GAP_WAIT};
@@ -115,11 +116,8 @@ enum Frame {
     Event { id: i64, ty: String, data: Value },
 }
 
-/// A Server-Sent Events reader over a real HTTP response, read by hand.
-struct Sse {
-    response: reqwest::Response,
-    buffer: String,
-}
+/// A partner's stream.
+struct Sse(SseReader);
 
 impl Sse {
     /// `GET /v1/partners/stream<query>` with `key` and maybe `Last-Event-ID`.
@@ -127,59 +125,27 @@ impl Sse {
         let mut request = p
             .client
             .get(format!("{}/v1/partners/stream{query}", p.base))
-            .bearer_auth(key)
-            .header("Accept", "text/event-stream");
+            .bearer_auth(key);
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let kind = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        assert!(kind.starts_with("text/event-stream"), "{kind}");
-        Sse {
-            response,
-            buffer: String::new(),
-        }
+        Sse(SseReader::open(request).await)
     }
 
-    /// The next frame, or `None` when nothing comes `within`.
+    /// The next frame (keep-alives skipped), or `None` when nothing comes `within`.
     async fn frame(&mut self, within: Duration) -> Option<Frame> {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut ty, mut data, mut comment) = (None, None, None, None);
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix(':') {
-                        comment = Some(v.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().parse::<i64>().unwrap());
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        ty = Some(v.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data = Some(serde_json::from_str(v.trim()).unwrap());
-                    }
-                }
-                match (id, ty, data, comment) {
-                    (Some(id), Some(ty), Some(data), _) => {
-                        return Some(Frame::Event { id, ty, data })
-                    }
-                    (_, _, _, Some(comment)) if comment.is_empty() => continue, // keep-alive
-                    (_, _, _, Some(comment)) => return Some(Frame::Comment(comment)),
-                    _ => panic!("an SSE block neither event nor comment: {block:?}"),
-                }
-            }
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.response.chunk()).await {
-                Err(_) => return None,
-                Ok(chunk) => {
-                    let chunk = chunk.unwrap().expect("the stream stays open");
-                    self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-                }
-            }
+            return Some(match self.0.frame(left).await? {
+                sse::Frame::Comment(comment) if comment.is_empty() => continue,
+                sse::Frame::Comment(comment) => Frame::Comment(comment),
+                sse::Frame::Event { id, kind, data } => Frame::Event {
+                    id: id.expect("an event has an id").parse().unwrap(),
+                    ty: kind.expect("an event has a type"),
+                    data: serde_json::from_str(&data).unwrap(),
+                },
+            });
         }
     }
 

@@ -363,10 +363,6 @@ function initTheme() {
   }
 }
 
-function cssVar(name) {
-  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-}
-
 const PALETTE_SIZE = 10;
 function seriesColor(i) {
   return `var(--series-${i % PALETTE_SIZE})`;
@@ -1307,7 +1303,7 @@ views.consumers = (() => {
     const outbox = o.outbox || {};
     summary.replaceChildren(
       card('Total lag', fmtInt(o.lag ?? 0), 'events published, not yet acked', Number(o.lag) > 0 ? 'warn' : ''),
-      card('Dead letters', fmtInt(o.dead_letters ?? 0), 'on every .dlq topic', Number(o.dead_letters) > 0 ? 'bad' : ''),
+      card('Dead letters', fmtInt(o.dead_letters ?? 0), 'kept on the .dlq topics, re-driven or not; those waiting are listed below', deadLetters.length > 0 ? 'bad' : ''),
       card('Outbox backlog', fmtInt(outbox.backlog ?? 0), Number(outbox.backlog) > 0 ? `oldest ${oneDecimal.format(outbox.oldest_age_seconds ?? 0)} s` : 'rows waiting to be published', Number(outbox.backlog) > 0 ? 'warn' : ''),
       card('Groups', fmtInt(groups.length), `${fmtInt((o.topics || []).length)} topics`));
     groupBody.replaceChildren(...groups.map((g) => {
