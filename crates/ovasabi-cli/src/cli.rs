@@ -498,6 +498,10 @@ pub(crate) struct PublishArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,
+    /// The running platform's HTTP API, used when a running `ovasabi up` holds the embedded
+    /// bus (the event then goes through its `POST /v1/events`)
+    #[arg(long, env = "OVASABI_API", default_value = "http://127.0.0.1:8080")]
+    pub(crate) api: String,
 }
 
 #[derive(Debug, Args)]

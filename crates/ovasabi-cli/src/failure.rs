@@ -11,6 +11,8 @@ use ovasabi_core::BusError;
 pub(crate) struct Failure {
     message: String,
     code: i32,
+    /// Whether it is the embedded bus's data directory held by another process.
+    data_dir_locked: bool,
 }
 
 impl Failure {
@@ -19,6 +21,7 @@ impl Failure {
         Failure {
             message: message.into(),
             code: 2,
+            data_dir_locked: false,
         }
     }
 
@@ -27,6 +30,7 @@ impl Failure {
         Failure {
             message: message.into(),
             code: 1,
+            data_dir_locked: false,
         }
     }
 
@@ -35,12 +39,14 @@ impl Failure {
         Failure {
             message: message.into(),
             code: 3,
+            data_dir_locked: false,
         }
     }
 
-    /// The message.
-    pub(crate) fn message(&self) -> &str {
-        &self.message
+    /// Whether the embedded bus's data directory is held by another process (a running
+    /// `ovasabi up`).
+    pub(crate) fn is_data_dir_locked(&self) -> bool {
+        self.data_dir_locked
     }
 
     /// Prints the message and exits.
@@ -52,10 +58,12 @@ impl Failure {
 
 impl From<BusError> for Failure {
     fn from(e: BusError) -> Self {
-        if e.is_user_error() {
+        let mut failure = if e.is_user_error() {
             Failure::usage(e.to_string())
         } else {
             Failure::runtime(e.to_string())
-        }
+        };
+        failure.data_dir_locked = matches!(e, BusError::DataDirLocked { .. });
+        failure
     }
 }

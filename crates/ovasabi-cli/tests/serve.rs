@@ -643,3 +643,85 @@ async fn two_processes_share_a_group_and_one_takes_over_when_the_other_is_killed
     assert!(status.success(), "{status}:\n{}", b.log());
     assert!(b.log().contains("stopped"), "{}", b.log());
 }
+
+#[test]
+fn events_publish_goes_through_the_api_while_up_holds_the_embedded_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path();
+    let data = data_dir.to_str().unwrap();
+    let mut up = Proc::spawn(
+        "up",
+        &[],
+        &["--data-dir", data, "up", "--http", "127.0.0.1:0"],
+    );
+    up.wait_for_line("ready:", Duration::from_secs(30));
+    let api = up
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.split("listening on ")
+                .nth(1)
+                .map(|a| a.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .expect("up prints where it listens");
+    let publish = |data: &str, api: &str| {
+        ovasabi(
+            data_dir,
+            &[
+                "events",
+                "publish",
+                "--topic",
+                "user.events",
+                "--type",
+                "user.registered",
+                "--data",
+                data,
+                "--subject",
+                "u9",
+                "--api",
+                api,
+                "--format",
+                "json",
+            ],
+        )
+    };
+    let good =
+        r#"{"user_id":"u9","email":"ada@example.com","registered_at":"2026-11-27T10:00:00Z"}"#;
+
+    // Through `up`'s API: published, and the audit trail records it.
+    let published: serde_json::Value =
+        serde_json::from_str(&stdout_ok(&publish(good, &api))).unwrap();
+    assert_eq!(published["topic"], "user.events", "{published}");
+    assert!(published["offset"].is_u64(), "{published}");
+    let id = published["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !audit_lines(data_dir)
+        .iter()
+        .any(|r| r["event"]["id"] == id.as_str())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the event never reached the audit trail"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Refused by the platform's contract check: a usage error naming the field.
+    let refused = publish(r#"{"user_id":"u9"}"#, &api);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("the platform refused the event") && stderr.contains("email"),
+        "{stderr}"
+    );
+
+    // No API there: the message says what holds the bus and what to pass.
+    let lost = publish(good, "http://127.0.0.1:1");
+    assert_eq!(lost.status.code(), Some(1), "{lost:?}");
+    let stderr = String::from_utf8_lossy(&lost.stderr);
+    assert!(
+        stderr.contains("held by a running `ovasabi up`") && stderr.contains("--api"),
+        "{stderr}"
+    );
+    assert!(up.terminate().success(), "{}", up.log());
+}

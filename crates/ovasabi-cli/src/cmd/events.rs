@@ -10,7 +10,7 @@ use ovasabi_core::naming::{validate_event_type, validate_topic};
 use ovasabi_core::{Bus, Event, StartFrom, SubscribeOptions, TopicPattern};
 
 use crate::cli::{EventsCommand, Format, Global, PublishArgs, TailArgs, TopicsArgs};
-use crate::cmd::open_bus;
+use crate::cmd::{open_bus, open_bus_unless_held};
 use crate::failure::Failure;
 use crate::output::outln;
 
@@ -60,22 +60,61 @@ fn build_event(args: &PublishArgs, max_event_bytes: usize) -> Result<Event, Fail
 async fn publish(global: &Global, args: PublishArgs) -> Result<(), Failure> {
     let event = build_event(&args, global.max_event_bytes)?;
     let id = event.id.clone();
-    let bus = open_bus(global).await?;
-    let result = bus.publish(&args.topic, event).await;
-    bus.close().await?;
-    let published = result?;
+    let (topic, offset) = match open_bus_unless_held(global).await? {
+        Some(bus) => {
+            let result = bus.publish(&args.topic, event).await;
+            bus.close().await?;
+            let published = result?;
+            (published.topic, published.offset)
+        }
+        None => publish_through_api(&args.api, &args.topic, &event).await?,
+    };
     match args.format {
         Format::Json => outln!(
             "{}",
-            serde_json::json!({"id": id, "topic": published.topic, "offset": published.offset})
+            serde_json::json!({"id": id, "topic": topic, "offset": offset})
         ),
-        Format::Pretty => outln!(
-            "published {id} to {} at offset {}",
-            published.topic,
-            published.offset
-        ),
+        Format::Pretty => outln!("published {id} to {topic} at offset {offset}"),
     }
     Ok(())
+}
+
+/// `POST <api>/v1/events?topic=` of the running platform that holds the embedded bus; its
+/// topic and offset.
+async fn publish_through_api(
+    api: &str,
+    topic: &str,
+    event: &Event,
+) -> Result<(String, u64), Failure> {
+    let url = format!("{}/v1/events?topic={topic}", api.trim_end_matches('/'));
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Failure::runtime(format!(
+            "the embedded bus is held by a running `ovasabi up`, and its API at {api} did not take the event ({e}); pass --api with the address `ovasabi up` printed, or stop it"
+        ))
+    };
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&json::to_json_value(event))
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if status.is_client_error() && status != reqwest::StatusCode::NOT_FOUND {
+        let message = body["error"]["message"].as_str().unwrap_or("refused");
+        return Err(Failure::usage(format!(
+            "the platform refused the event: {message}"
+        )));
+    }
+    match (
+        status.is_success(),
+        body["topic"].as_str(),
+        body["offset"].as_u64(),
+    ) {
+        (true, Some(topic), Some(offset)) => Ok((topic.to_owned(), offset)),
+        _ => Err(unreachable(&format!("{url} answered {status}: {body}"))),
+    }
 }
 
 async fn tail(global: &Global, args: TailArgs) -> Result<(), Failure> {

@@ -140,14 +140,21 @@ pub(crate) async fn open_bus_or_say(
     global: &Global,
     instead: &str,
 ) -> Result<Arc<dyn Bus>, Failure> {
+    open_bus_unless_held(global).await?.ok_or_else(|| {
+        Failure::runtime(format!(
+            "the embedded bus in {} is held by a running `ovasabi up`: {instead}, or stop it first",
+            data_dir(global).display()
+        ))
+    })
+}
+
+/// Like [`open_bus`], but `None` when the bus is the embedded one and another process (a
+/// running `ovasabi up`) holds its data directory.
+pub(crate) async fn open_bus_unless_held(global: &Global) -> Result<Option<Arc<dyn Bus>>, Failure> {
     match open_bus(global).await {
-        Err(failure) if failure.message().contains("in use by another process") => {
-            Err(Failure::runtime(format!(
-                "the embedded bus in {} is held by a running `ovasabi up`: {instead}, or stop it first",
-                data_dir(global).display()
-            )))
-        }
-        other => other,
+        Ok(bus) => Ok(Some(bus)),
+        Err(failure) if failure.is_data_dir_locked() => Ok(None),
+        Err(failure) => Err(failure),
     }
 }
 
