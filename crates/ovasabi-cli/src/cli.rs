@@ -571,6 +571,10 @@ pub(crate) struct DlqListArgs {
     /// offset, group, type, event_id, reason, error, attempts, dead_lettered_at, event}
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,
+    /// The running platform's HTTP API, asked when a running `ovasabi up` holds the embedded
+    /// bus
+    #[arg(long, env = "OVASABI_API", default_value = "http://127.0.0.1:8080")]
+    pub(crate) api: String,
 }
 
 #[derive(Debug, Args)]
@@ -580,6 +584,10 @@ pub(crate) struct DlqShowArgs {
     /// Output format; `json` prints one object, as a line of `dlq list --format json`
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,
+    /// The running platform's HTTP API, asked when a running `ovasabi up` holds the embedded
+    /// bus
+    #[arg(long, env = "OVASABI_API", default_value = "http://127.0.0.1:8080")]
+    pub(crate) api: String,
 }
 
 #[derive(Debug, Args)]
@@ -606,6 +614,10 @@ pub(crate) struct DlqRedriveArgs {
     /// error}
     #[arg(long, value_enum, default_value = "pretty")]
     pub(crate) format: Format,
+    /// The running platform's HTTP API, asked when a running `ovasabi up` holds the embedded
+    /// bus
+    #[arg(long, env = "OVASABI_API", default_value = "http://127.0.0.1:8080")]
+    pub(crate) api: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -645,7 +645,7 @@ async fn two_processes_share_a_group_and_one_takes_over_when_the_other_is_killed
 }
 
 #[test]
-fn events_publish_goes_through_the_api_while_up_holds_the_embedded_bus() {
+fn while_up_holds_the_embedded_bus_events_and_dead_letters_go_through_its_api() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path();
     let data = data_dir.to_str().unwrap();
@@ -711,7 +711,7 @@ fn events_publish_goes_through_the_api_while_up_holds_the_embedded_bus() {
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        stderr.contains("the platform refused the event") && stderr.contains("email"),
+        stderr.contains("the platform refused") && stderr.contains("email"),
         "{stderr}"
     );
 
@@ -723,5 +723,88 @@ fn events_publish_goes_through_the_api_while_up_holds_the_embedded_bus() {
         stderr.contains("held by a running `ovasabi up`") && stderr.contains("--api"),
         "{stderr}"
     );
+    // A payment for an order the wallet never saw: dead-lettered after its retries (1 + 2
+    // + 4 + 8 s apart), then listed, shown and re-driven through the API.
+    let publish_to = |topic: &str, ty: &str, data: &str| {
+        stdout_ok(&ovasabi(
+            data_dir,
+            &[
+                "events",
+                "publish",
+                "--topic",
+                topic,
+                "--type",
+                ty,
+                "--data",
+                data,
+                "--subject",
+                "o-cli",
+                "--api",
+                &api,
+            ],
+        ))
+    };
+    publish_to(
+        "commerce.events",
+        "payment.completed",
+        r#"{"payment_id":"p-cli","order_id":"o-cli","amount":{"amount_minor":1200,"currency":"EUR"},"method":"card","completed_at":"2026-11-27T10:00:00Z"}"#,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let out = stdout_ok(&ovasabi(
+            data_dir,
+            &["dlq", "list", "--api", &api, "--format", "json"],
+        ));
+        if !out.trim().is_empty() {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing was dead-lettered:\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let letter: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(letter["type"], "payment.completed", "{letter}");
+    assert_eq!(letter["group"], "wallet", "{letter}");
+    let id = letter["id"].as_str().unwrap().to_owned();
+    let pretty = stdout_ok(&ovasabi(
+        data_dir,
+        &["dlq", "list", "--api", &api, "--group", "wallet"],
+    ));
+    assert!(pretty.starts_with("ID") && pretty.contains(&id), "{pretty}");
+    let shown = stdout_ok(&ovasabi(data_dir, &["dlq", "show", &id, "--api", &api]));
+    assert!(shown.starts_with(&format!("dead letter {id}")), "{shown}");
+    assert!(
+        shown.contains("o-cli") && shown.contains("group:          wallet"),
+        "{shown}"
+    );
+    let missing = ovasabi(
+        data_dir,
+        &["dlq", "show", "commerce.events.dlq@99", "--api", &api],
+    );
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    // The order it was for, then the re-drive: once; a second one is skipped.
+    publish_to(
+        "commerce.events",
+        "order.placed",
+        r#"{"order_id":"o-cli","customer_id":"u9","items":[{"sku":"S","quantity":1,"unit_price":{"amount_minor":1200,"currency":"EUR"}}],"total":{"amount_minor":1200,"currency":"EUR"},"shipping_address":{"recipient":"Ada","line1":"1 Main St","city":"London","postal_code":"N1","country":"GB"},"placed_at":"2026-11-27T10:00:00Z"}"#,
+    );
+    let redriven = stdout_ok(&ovasabi(
+        data_dir,
+        &["dlq", "redrive", "--id", &id, "--api", &api],
+    ));
+    assert!(
+        redriven.starts_with(&format!("re-drove {id} (event "))
+            && redriven.contains("to commerce.events@"),
+        "{redriven}"
+    );
+    let again = stdout_ok(&ovasabi(
+        data_dir,
+        &["dlq", "redrive", "--id", &id, "--api", &api],
+    ));
+    assert!(again.starts_with(&format!("skipped {id}")), "{again}");
+
     assert!(up.terminate().success(), "{}", up.log());
 }

@@ -528,7 +528,7 @@ pub struct RedriveOptions {
 }
 
 /// What became of one dead letter in a re-drive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RedriveStatus {
     /// Published again.
@@ -542,7 +542,7 @@ pub enum RedriveStatus {
 }
 
 /// One dead letter's outcome (what `ovasabi dlq redrive --format json` prints per line).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RedriveItem {
     /// The dead letter's ID.
     pub id: String,
@@ -561,12 +561,12 @@ pub struct RedriveItem {
     /// For a failed one, why.
     pub error: Option<String>,
     /// The event's type (not serialized; for printing).
-    #[serde(skip)]
+    #[serde(skip_serializing, default)]
     pub event_type: String,
 }
 
 /// What a re-drive did, by outcome, each list in the order of the selection.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RedriveReport {
     /// Re-driven (in a dry run: would be re-driven).
     pub redriven: Vec<RedriveItem>,

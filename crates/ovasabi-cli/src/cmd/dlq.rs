@@ -5,7 +5,9 @@
 //! read those topics from the beginning with an ephemeral subscription (nothing is stored
 //! on the bus), and `redrive` publishes chosen dead letters again onto their original
 //! topic. The bus and database work is [`ovasabi_services::dlq`]'s, which the runtime's
-//! `/v1/dlq…` routes share; this module parses the flags and prints.
+//! `/v1/dlq…` routes share; this module parses the flags and prints. While a running
+//! `ovasabi up` holds the embedded bus, the commands ask its API instead (`--api`), and
+//! print the same.
 //!
 //! # Re-driving once
 //!
@@ -26,12 +28,9 @@ use ovasabi_services::dlq::{
 use ovasabi_store::Store;
 
 use crate::cli::{DlqCommand, DlqListArgs, DlqRedriveArgs, DlqShowArgs, Format, Global};
-use crate::cmd::{open_bus_or_say, store_config};
+use crate::cmd::{ask_api, open_bus_unless_held, query_value, store_config};
 use crate::failure::Failure;
 use crate::output::outln;
-
-/// What to do instead while `ovasabi up` holds the embedded bus.
-const ASK_UP: &str = "ask it over HTTP (GET /v1/dlq, GET /v1/dlq/{id}, POST /v1/dlq/redrive with {\"ids\": [...]}, at the address it printed, http://127.0.0.1:8080 by default)";
 
 /// Runs a `dlq` command.
 pub(crate) async fn run(global: &Global, cmd: DlqCommand) -> Result<(), Failure> {
@@ -83,10 +82,37 @@ async fn list(global: &Global, args: DlqListArgs) -> Result<(), Failure> {
         group: args.group,
         limit: None,
     };
-    let bus = open_bus_or_say(global, ASK_UP).await?;
-    let read = dlq::list(&*bus, &filter).await;
-    bus.close().await?;
-    let letters = read.map_err(failure)?;
+    let letters = match open_bus_unless_held(global).await? {
+        Some(bus) => {
+            let read = dlq::list(&*bus, &filter).await;
+            bus.close().await?;
+            read.map_err(failure)?
+        }
+        None => {
+            let query: Vec<String> = [
+                ("topic", &filter.topic),
+                ("reason", &filter.reason),
+                ("group", &filter.group),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", query_value(v))))
+            .collect();
+            let answer = ask_api(
+                &args.api,
+                reqwest::Method::GET,
+                &format!("/v1/dlq?{}", query.join("&")),
+                None,
+            )
+            .await?;
+            answer["items"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(letter_of)
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
     match args.format {
         Format::Json => {
             for d in &letters {
@@ -152,6 +178,31 @@ async fn list(global: &Global, args: DlqListArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A dead letter as the running platform's API answers it (`GET /v1/dlq…`), read back.
+fn letter_of(item: &serde_json::Value) -> Result<dlq::DeadLetter, Failure> {
+    let bad = |what: &str| {
+        Failure::runtime(format!(
+            "the platform answered a dead letter without {what}: {item}"
+        ))
+    };
+    Ok(dlq::DeadLetter {
+        dlq_topic: item["dlq_topic"]
+            .as_str()
+            .ok_or_else(|| bad("dlq_topic"))?
+            .to_owned(),
+        dlq_offset: item["dlq_offset"]
+            .as_u64()
+            .ok_or_else(|| bad("dlq_offset"))?,
+        dead_lettered_at: item["dead_lettered_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .ok_or_else(|| bad("dead_lettered_at"))?
+            .with_timezone(&chrono::Utc),
+        event: ovasabi_core::format::json::from_json_slice(item["event"].to_string().as_bytes())
+            .map_err(|e| bad(&format!("a readable event ({e})")))?,
+    })
+}
+
 /// A dead letter as one JSON line (the API's item: the same fields, keys in the same
 /// order as ever).
 fn item_json(d: &dlq::DeadLetter) -> serde_json::Value {
@@ -160,10 +211,17 @@ fn item_json(d: &dlq::DeadLetter) -> serde_json::Value {
 
 async fn show(global: &Global, args: DlqShowArgs) -> Result<(), Failure> {
     let id = DeadLetterId::parse(&args.id).map_err(failure)?;
-    let bus = open_bus_or_say(global, ASK_UP).await?;
-    let found = dlq::show(&*bus, &id).await;
-    bus.close().await?;
-    let d = found.map_err(failure)?;
+    let d = match open_bus_unless_held(global).await? {
+        Some(bus) => {
+            let found = dlq::show(&*bus, &id).await;
+            bus.close().await?;
+            found.map_err(failure)?
+        }
+        None => {
+            let path = format!("/v1/dlq/{}", query_value(&args.id));
+            letter_of(&ask_api(&args.api, reqwest::Method::GET, &path, None).await?)?
+        }
+    };
     if args.format == Format::Json {
         outln!("{}", item_json(&d));
         return Ok(());
@@ -253,11 +311,16 @@ async fn redrive(global: &Global, args: DlqRedriveArgs) -> Result<(), Failure> {
     // The store first: a database that does not open fails the command before the bus is
     // read (and, for the embedded bus, held).
     let store = open_store(global).await?;
-    let bus = open_bus_or_say(global, ASK_UP).await?;
-    let result = redrive_on(&*bus, &store, &args, &selection).await;
-    let closed = bus.close().await;
-    let (done, failed) = result?;
-    closed?;
+    let (done, failed) = match open_bus_unless_held(global).await? {
+        Some(bus) => {
+            let result = redrive_on(&*bus, &store, &args, &selection).await;
+            let closed = bus.close().await;
+            let counts = result?;
+            closed?;
+            counts
+        }
+        None => redrive_through_api(&args).await?,
+    };
     if failed > 0 {
         return Err(Failure::runtime(format!(
             "{failed} dead letter{} could not be re-driven (see above); {done} {} re-driven; \
@@ -269,18 +332,61 @@ async fn redrive(global: &Global, args: DlqRedriveArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `POST <api>/v1/dlq/redrive` of the running platform; prints each outcome and returns how
+/// many were re-driven and how many failed.
+async fn redrive_through_api(args: &DlqRedriveArgs) -> Result<(usize, usize), Failure> {
+    let body = serde_json::json!({
+        "ids": args.ids,
+        "topic": args.topic,
+        "all": args.all,
+        "dry_run": args.dry_run,
+        "force": args.force,
+    });
+    let answer = ask_api(
+        &args.api,
+        reqwest::Method::POST,
+        "/v1/dlq/redrive",
+        Some(&body),
+    )
+    .await?;
+    let report: dlq::RedriveReport = serde_json::from_value(answer.clone()).map_err(|e| {
+        Failure::runtime(format!(
+            "the platform's re-drive report does not read ({e}): {answer}"
+        ))
+    })?;
+    for item in report
+        .redriven
+        .iter()
+        .chain(&report.skipped)
+        .chain(&report.failed)
+    {
+        print_outcome(args.format, item);
+    }
+    if report.total() == 0 && args.format == Format::Pretty {
+        outln!("no dead letters to re-drive");
+    }
+    Ok((report.redriven.len(), report.failed.len()))
+}
+
 /// Prints one dead letter's outcome as `format` asks.
 fn print_outcome(format: Format, item: &RedriveItem) {
     match format {
         Format::Json => outln!("{}", serde_json::to_value(item).unwrap_or_default()),
         Format::Pretty => {
-            let what = format!(
-                "{} (event {}, {}, group {})",
-                item.id,
-                item.event_id,
-                item.event_type,
-                item.group.as_deref().unwrap_or("-")
-            );
+            let what = match item.event_type.as_str() {
+                "" => format!(
+                    "{} (event {}, group {})",
+                    item.id,
+                    item.event_id,
+                    item.group.as_deref().unwrap_or("-")
+                ),
+                ty => format!(
+                    "{} (event {}, {ty}, group {})",
+                    item.id,
+                    item.event_id,
+                    item.group.as_deref().unwrap_or("-")
+                ),
+            };
             match item.status {
                 RedriveStatus::Redriven => outln!(
                     "re-drove {what} to {}@{}",

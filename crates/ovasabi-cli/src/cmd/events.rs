@@ -10,7 +10,7 @@ use ovasabi_core::naming::{validate_event_type, validate_topic};
 use ovasabi_core::{Bus, Event, StartFrom, SubscribeOptions, TopicPattern};
 
 use crate::cli::{EventsCommand, Format, Global, PublishArgs, TailArgs, TopicsArgs};
-use crate::cmd::{open_bus, open_bus_unless_held};
+use crate::cmd::{ask_api, open_bus, open_bus_unless_held, query_value};
 use crate::failure::Failure;
 use crate::output::outln;
 
@@ -86,34 +86,19 @@ async fn publish_through_api(
     topic: &str,
     event: &Event,
 ) -> Result<(String, u64), Failure> {
-    let url = format!("{}/v1/events?topic={topic}", api.trim_end_matches('/'));
-    let unreachable = |e: &dyn std::fmt::Display| {
-        Failure::runtime(format!(
-            "the embedded bus is held by a running `ovasabi up`, and its API at {api} did not take the event ({e}); pass --api with the address `ovasabi up` printed, or stop it"
-        ))
-    };
-    let response = reqwest::Client::new()
-        .post(&url)
-        .json(&json::to_json_value(event))
-        .timeout(std::time::Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if status.is_client_error() && status != reqwest::StatusCode::NOT_FOUND {
-        let message = body["error"]["message"].as_str().unwrap_or("refused");
-        return Err(Failure::usage(format!(
-            "the platform refused the event: {message}"
-        )));
-    }
-    match (
-        status.is_success(),
-        body["topic"].as_str(),
-        body["offset"].as_u64(),
-    ) {
-        (true, Some(topic), Some(offset)) => Ok((topic.to_owned(), offset)),
-        _ => Err(unreachable(&format!("{url} answered {status}: {body}"))),
+    let path = format!("/v1/events?topic={}", query_value(topic));
+    let answer = ask_api(
+        api,
+        reqwest::Method::POST,
+        &path,
+        Some(&json::to_json_value(event)),
+    )
+    .await?;
+    match (answer["topic"].as_str(), answer["offset"].as_u64()) {
+        (Some(topic), Some(offset)) => Ok((topic.to_owned(), offset)),
+        _ => Err(Failure::runtime(format!(
+            "the platform at {api} answered without a topic and offset: {answer}"
+        ))),
     }
 }
 

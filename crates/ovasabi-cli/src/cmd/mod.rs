@@ -158,6 +158,54 @@ pub(crate) async fn open_bus_unless_held(global: &Global) -> Result<Option<Arc<d
     }
 }
 
+/// Asks the running platform's HTTP API at `api` (what commands do while `ovasabi up` holds
+/// the embedded bus): `method path` with `body` as JSON. The JSON answer of a 2xx; for a
+/// 4xx, a usage failure with the API's message; otherwise a failure saying the API did not
+/// answer and how to point at it.
+pub(crate) async fn ask_api(
+    api: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<serde_json::Value, Failure> {
+    let url = format!("{}{path}", api.trim_end_matches('/'));
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Failure::runtime(format!(
+            "the embedded bus is held by a running `ovasabi up`, and its API at {api} did not answer ({e}); pass --api with the address `ovasabi up` printed, or stop it"
+        ))
+    };
+    let mut request = reqwest::Client::new()
+        .request(method, &url)
+        .timeout(Duration::from_secs(30));
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.map_err(|e| unreachable(&e))?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(answer);
+    }
+    match answer["error"]["message"].as_str() {
+        Some(message) if status.is_client_error() => {
+            Err(Failure::usage(format!("the platform refused: {message}")))
+        }
+        _ => Err(unreachable(&format!("{url} answered {status}: {answer}"))),
+    }
+}
+
+/// `text` for a URL's query string: every byte but `A-Z a-z 0-9 - . _ ~` percent-encoded.
+pub(crate) fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Opens the configured bus, checking every published event against its contract.
 pub(crate) async fn open_bus(global: &Global) -> Result<Arc<dyn Bus>, Failure> {
     open_bus_with(global, Arc::new(registry(global)?)).await

@@ -11,7 +11,7 @@ use ovasabi_store::Store;
 use serde_json::Value;
 
 use crate::cli::{Format, Global, PlatformStatusArgs};
-use crate::cmd::{bus_choice, embedded_config, open_nats, store_config, BusChoice};
+use crate::cmd::{ask_api, bus_choice, embedded_config, open_nats, store_config, BusChoice};
 use crate::failure::Failure;
 use crate::output::outln;
 
@@ -50,25 +50,7 @@ async fn open(global: &Global) -> Result<Option<Arc<dyn Bus>>, Failure> {
 
 /// `GET <api>/v1/status` of the running platform.
 async fn ask(api: &str) -> Result<Value, Failure> {
-    let url = format!("{}/v1/status", api.trim_end_matches('/'));
-    let unreachable = |e: &dyn std::fmt::Display| {
-        Failure::runtime(format!(
-            "the embedded bus is held by a running `ovasabi up`, and its API at {api} did not answer ({e}); pass --api with the address `ovasabi up` printed"
-        ))
-    };
-    let response = reqwest::Client::new()
-        .get(&url)
-        .timeout(std::time::Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| unreachable(&e))?;
-    if !response.status().is_success() {
-        return Err(unreachable(&format!(
-            "{url} answered {}",
-            response.status()
-        )));
-    }
-    response.json().await.map_err(|e| unreachable(&e))
+    ask_api(api, reqwest::Method::GET, "/v1/status", None).await
 }
 
 fn print(status: &Value) {
