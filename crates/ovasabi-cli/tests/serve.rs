@@ -664,16 +664,17 @@ fn while_up_holds_the_embedded_bus_events_and_dead_letters_go_through_its_api() 
                 .map(|a| a.split_whitespace().next().unwrap_or("").to_owned())
         })
         .expect("up prints where it listens");
-    let publish = |data: &str, api: &str| {
+    // `ovasabi events publish` of `ty` on `topic`, about subject `u9`, to `api`.
+    let publish = |topic: &str, ty: &str, data: &str, api: &str| {
         ovasabi(
             data_dir,
             &[
                 "events",
                 "publish",
                 "--topic",
-                "user.events",
+                topic,
                 "--type",
-                "user.registered",
+                ty,
                 "--data",
                 data,
                 "--subject",
@@ -689,8 +690,13 @@ fn while_up_holds_the_embedded_bus_events_and_dead_letters_go_through_its_api() 
         r#"{"user_id":"u9","email":"ada@example.com","registered_at":"2026-11-27T10:00:00Z"}"#;
 
     // Through `up`'s API: published, and the audit trail records it.
-    let published: serde_json::Value =
-        serde_json::from_str(&stdout_ok(&publish(good, &api))).unwrap();
+    let published: serde_json::Value = serde_json::from_str(&stdout_ok(&publish(
+        "user.events",
+        "user.registered",
+        good,
+        &api,
+    )))
+    .unwrap();
     assert_eq!(published["topic"], "user.events", "{published}");
     assert!(published["offset"].is_u64(), "{published}");
     let id = published["id"].as_str().unwrap().to_owned();
@@ -707,7 +713,12 @@ fn while_up_holds_the_embedded_bus_events_and_dead_letters_go_through_its_api() 
     }
 
     // Refused by the platform's contract check: a usage error naming the field.
-    let refused = publish(r#"{"user_id":"u9"}"#, &api);
+    let refused = publish(
+        "user.events",
+        "user.registered",
+        r#"{"user_id":"u9"}"#,
+        &api,
+    );
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -716,7 +727,7 @@ fn while_up_holds_the_embedded_bus_events_and_dead_letters_go_through_its_api() 
     );
 
     // No API there: the message says what holds the bus and what to pass.
-    let lost = publish(good, "http://127.0.0.1:1");
+    let lost = publish("user.events", "user.registered", good, "http://127.0.0.1:1");
     assert_eq!(lost.status.code(), Some(1), "{lost:?}");
     let stderr = String::from_utf8_lossy(&lost.stderr);
     assert!(
@@ -725,30 +736,12 @@ fn while_up_holds_the_embedded_bus_events_and_dead_letters_go_through_its_api() 
     );
     // A payment for an order the wallet never saw: dead-lettered after its retries (1 + 2
     // + 4 + 8 s apart), then listed, shown and re-driven through the API.
-    let publish_to = |topic: &str, ty: &str, data: &str| {
-        stdout_ok(&ovasabi(
-            data_dir,
-            &[
-                "events",
-                "publish",
-                "--topic",
-                topic,
-                "--type",
-                ty,
-                "--data",
-                data,
-                "--subject",
-                "o-cli",
-                "--api",
-                &api,
-            ],
-        ))
-    };
-    publish_to(
+    stdout_ok(&publish(
         "commerce.events",
         "payment.completed",
         r#"{"payment_id":"p-cli","order_id":"o-cli","amount":{"amount_minor":1200,"currency":"EUR"},"method":"card","completed_at":"2026-11-27T10:00:00Z"}"#,
-    );
+        &api,
+    ));
     let deadline = Instant::now() + Duration::from_secs(60);
     let listed = loop {
         let out = stdout_ok(&ovasabi(
@@ -786,11 +779,12 @@ fn while_up_holds_the_embedded_bus_events_and_dead_letters_go_through_its_api() 
     );
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
     // The order it was for, then the re-drive: once; a second one is skipped.
-    publish_to(
+    stdout_ok(&publish(
         "commerce.events",
         "order.placed",
         r#"{"order_id":"o-cli","customer_id":"u9","items":[{"sku":"S","quantity":1,"unit_price":{"amount_minor":1200,"currency":"EUR"}}],"total":{"amount_minor":1200,"currency":"EUR"},"shipping_address":{"recipient":"Ada","line1":"1 Main St","city":"London","postal_code":"N1","country":"GB"},"placed_at":"2026-11-27T10:00:00Z"}"#,
-    );
+        &api,
+    ));
     let redriven = stdout_ok(&ovasabi(
         data_dir,
         &["dlq", "redrive", "--id", &id, "--api", &api],
