@@ -78,7 +78,9 @@ struct Numbering(HashMap<(String, String), u64>);
 
 impl Numbering {
     fn event<E: DomainEvent>(&mut self, payload: &E, source: &str, id: String) -> (String, Event) {
-        let mut event = payload.to_event(source).with_id(id);
+        // A fixed time: the analytics count each event in the minute of its time (or, without
+        // one, of its delivery), which must not depend on when the test runs.
+        let mut event = payload.to_event(source).with_id(id).with_time(at(30));
         let subject = event
             .subject
             .clone()
@@ -249,7 +251,7 @@ async fn feed(
                 offset,
                 group: "test".to_owned(),
                 attempt,
-                published_at: Utc::now(),
+                published_at: at(31),
             },
         );
         let mut again = false;
