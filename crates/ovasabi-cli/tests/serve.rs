@@ -131,6 +131,31 @@ fn ovasabi(data_dir: &std::path::Path, args: &[&str]) -> Output {
         .expect("run ovasabi")
 }
 
+/// `ovasabi events publish` of a `ty` event about `subject` on `topic`, with `extra` flags.
+fn publish(
+    data_dir: &std::path::Path,
+    topic: &str,
+    ty: &str,
+    data: &str,
+    subject: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "events",
+        "publish",
+        "--topic",
+        topic,
+        "--type",
+        ty,
+        "--data",
+        data,
+        "--subject",
+        subject,
+    ];
+    args.extend_from_slice(extra);
+    ovasabi(data_dir, &args)
+}
+
 fn stdout_ok(o: &Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -162,21 +187,7 @@ fn up_runs_the_services_on_the_embedded_bus_and_stops_cleanly() {
             r#"{"content_id":"c1","author_id":"u1","kind":"post","body":"hello","visibility":"public","posted_at":"2026-11-27T10:01:00Z"}"#,
         ),
     ] {
-        stdout_ok(&ovasabi(
-            data_dir,
-            &[
-                "events",
-                "publish",
-                "--topic",
-                topic,
-                "--type",
-                ty,
-                "--data",
-                data,
-                "--subject",
-                "u1",
-            ],
-        ));
+        stdout_ok(&publish(data_dir, topic, ty, data, "u1", &[]));
     }
 
     let data = data_dir.to_str().unwrap();
@@ -666,24 +677,13 @@ fn while_up_holds_the_embedded_bus_events_and_dead_letters_go_through_its_api() 
         .expect("up prints where it listens");
     // `ovasabi events publish` of `ty` on `topic`, about subject `u9`, to `api`.
     let publish = |topic: &str, ty: &str, data: &str, api: &str| {
-        ovasabi(
+        publish(
             data_dir,
-            &[
-                "events",
-                "publish",
-                "--topic",
-                topic,
-                "--type",
-                ty,
-                "--data",
-                data,
-                "--subject",
-                "u9",
-                "--api",
-                api,
-                "--format",
-                "json",
-            ],
+            topic,
+            ty,
+            data,
+            "u9",
+            &["--api", api, "--format", "json"],
         )
     };
     let good =

@@ -839,7 +839,11 @@ async fn http_list(
         .map_err(|e| api_error(e, "topic"))?;
     let items: Vec<Value> = letters
         .iter()
-        .map(|letter| with_redriven_at(letter.item(), &redriven))
+        .map(|letter| {
+            let item = letter.item();
+            let at = redriven.get(&item.id).copied();
+            with_redriven_at(item, at)
+        })
         .filter(|item| !pending || item["redriven_at"].is_null())
         .take(limit.unwrap_or(usize::MAX))
         .collect();
@@ -859,10 +863,8 @@ async fn redrive_records(store: &Store) -> Result<HashMap<String, DateTime<Utc>>
 }
 
 /// `item` as the API answers it: with `redriven_at`, null until it is re-driven.
-fn with_redriven_at(item: DeadLetterItem, redriven: &HashMap<String, DateTime<Utc>>) -> Value {
-    let at = redriven
-        .get(&item.id)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
+fn with_redriven_at(item: DeadLetterItem, at: Option<DateTime<Utc>>) -> Value {
+    let at = at.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
     let mut value = serde_json::to_value(item).unwrap_or(Value::Null);
     value["redriven_at"] = serde_json::json!(at);
     value
@@ -877,10 +879,11 @@ async fn http_show(
     let found = show(http.bus.as_ref(), &id)
         .await
         .map_err(|e| api_error(e, "id"))?;
-    let redriven = redrive_records(&http.store)
+    let item = found.item();
+    let at = redriven_at(&http.store, &item.id)
         .await
         .map_err(|e| api_error(e, "id"))?;
-    Ok(Json(with_redriven_at(found.item(), &redriven)))
+    Ok(Json(with_redriven_at(item, at)))
 }
 
 /// The body of `POST /v1/dlq/redrive`.

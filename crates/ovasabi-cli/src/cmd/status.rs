@@ -2,22 +2,18 @@
 //! bus and the services' database, or — on the embedded bus while `ovasabi up` holds the
 //! data directory — asked of the running platform's `GET /v1/status`.
 
-use std::sync::Arc;
-
-use ovasabi_core::{Bus, BusError};
-use ovasabi_embedded::EmbeddedBus;
 use ovasabi_services::status;
 use ovasabi_store::Store;
 use serde_json::Value;
 
 use crate::cli::{Format, Global, PlatformStatusArgs};
-use crate::cmd::{ask_api, bus_choice, embedded_config, open_nats, store_config, BusChoice};
+use crate::cmd::{ask_api, open_bus_unless_held, store_config};
 use crate::failure::Failure;
 use crate::output::outln;
 
 /// Runs `ovasabi status`.
 pub(crate) async fn run(global: &Global, args: PlatformStatusArgs) -> Result<(), Failure> {
-    let status: Value = match open(global).await? {
+    let status: Value = match open_bus_unless_held(global).await? {
         Some(bus) => {
             let database = store_config(global)?;
             let store = Store::open(&database, &[])
@@ -27,30 +23,13 @@ pub(crate) async fn run(global: &Global, args: PlatformStatusArgs) -> Result<(),
             let _ = bus.close().await;
             serde_json::to_value(result.map_err(Failure::runtime)?).unwrap_or_default()
         }
-        None => ask(&args.api).await?,
+        None => ask_api(&args.api, reqwest::Method::GET, "/v1/status", None).await?,
     };
     match args.format {
         Format::Json => outln!("{status}"),
         Format::Pretty => print(&status),
     }
     Ok(())
-}
-
-/// The configured bus, or `None` when it is the embedded bus and `ovasabi up` holds it.
-async fn open(global: &Global) -> Result<Option<Arc<dyn Bus>>, Failure> {
-    match bus_choice(global)? {
-        BusChoice::Nats(url) => Ok(Some(Arc::new(open_nats(global, &url).await?))),
-        BusChoice::Embedded => match EmbeddedBus::open(embedded_config(global)?).await {
-            Ok(bus) => Ok(Some(Arc::new(bus))),
-            Err(BusError::DataDirLocked { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        },
-    }
-}
-
-/// `GET <api>/v1/status` of the running platform.
-async fn ask(api: &str) -> Result<Value, Failure> {
-    ask_api(api, reqwest::Method::GET, "/v1/status", None).await
 }
 
 fn print(status: &Value) {
