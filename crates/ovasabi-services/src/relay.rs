@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ovasabi_core::{Event, Publisher};
+use ovasabi_core::Publisher;
 use ovasabi_store::{params, OutboxRecord, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -162,26 +162,34 @@ impl Relay {
 
     /// Publishes one fetch's rows: consecutive rows of one topic as one batch, in order.
     /// Returns how many were published.
-    async fn publish(&self, rows: &[OutboxRecord]) -> Result<usize, String> {
-        let mut start = 0;
-        while start < rows.len() {
-            let topic = &rows[start].topic;
-            let end = rows[start..]
-                .iter()
-                .position(|r| &r.topic != topic)
-                .map_or(rows.len(), |n| start + n);
-            let mut events: Vec<Event> = rows[start..end].iter().map(|r| r.event.clone()).collect();
+    async fn publish(&self, rows: Vec<OutboxRecord>) -> Result<usize, String> {
+        let total = rows.len();
+        let mut rows = rows.into_iter().peekable();
+        while let Some(first) = rows.next() {
+            let topic = first.topic;
+            let mut seqs = vec![first.seq];
+            let mut events = vec![first.event];
+            while let Some(next) = rows.next_if(|r| r.topic == topic) {
+                seqs.push(next.seq);
+                events.push(next.event);
+            }
+            let mut counted: Vec<(String, u64)> = Vec::new();
+            for event in &events {
+                match counted.iter_mut().find(|(ty, _)| *ty == event.ty) {
+                    Some((_, n)) => *n += 1,
+                    None => counted.push((event.ty.clone(), 1)),
+                }
+            }
             // One `publish` span per event, open until the batch is on the bus; the event
             // goes out carrying its span's context (when OpenTelemetry is on).
             let _spans: Vec<tracing::Span> = events
                 .iter_mut()
-                .map(|event| ovasabi_middleware::otel::publish_span(event, topic))
+                .map(|event| ovasabi_middleware::otel::publish_span(event, &topic))
                 .collect();
             self.bus
-                .publish_batch(topic, events)
+                .publish_batch(&topic, events)
                 .await
                 .map_err(|e| format!("publishing to {topic}: {e}"))?;
-            let seqs: Vec<i64> = rows[start..end].iter().map(|r| r.seq).collect();
             self.store
                 .outbox()
                 .mark_published(&seqs)
@@ -190,23 +198,18 @@ impl Relay {
             self.handle
                 .inner
                 .published
-                .fetch_add((end - start) as u64, AtomicOrdering::Relaxed);
-            {
-                let mut by_type = self
-                    .handle
-                    .inner
-                    .by_type
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                for row in &rows[start..end] {
-                    *by_type
-                        .entry((topic.clone(), row.event.ty.clone()))
-                        .or_default() += 1;
-                }
+                .fetch_add(seqs.len() as u64, AtomicOrdering::Relaxed);
+            let mut by_type = self
+                .handle
+                .inner
+                .by_type
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (ty, n) in counted {
+                *by_type.entry((topic.clone(), ty)).or_default() += n;
             }
-            start = end;
         }
-        Ok(rows.len())
+        Ok(total)
     }
 
     /// Runs until `stop`, then publishes what is already committed (for up to `grace`) and
@@ -230,7 +233,7 @@ impl Relay {
                     .fetch_ready(Self::BATCH)
                     .await
                     .map_err(|e| format!("reading the outbox: {e}"))?;
-                self.publish(&rows).await
+                self.publish(rows).await
             };
             tokio::pin!(pass);
             let outcome = tokio::select! {
@@ -277,7 +280,7 @@ impl Relay {
             while let Ok(true) = self.lease().await {
                 match self.store.outbox().fetch_ready(Self::BATCH).await {
                     Ok(rows) if !rows.is_empty() => {
-                        if let Err(error) = self.publish(&rows).await {
+                        if let Err(error) = self.publish(rows).await {
                             tracing::warn!(%error, "outbox relay: stopping with rows unpublished; they go out at the next start");
                             break;
                         }

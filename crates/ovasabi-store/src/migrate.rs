@@ -231,6 +231,45 @@ pub(crate) const STORE_MIGRATIONS: MigrationSet = MigrationSet::new(
                 PRIMARY KEY (consumer, topic, subject)
             );",
         ),
+        Migration::per_backend(
+            4,
+            "keyed tables without rowid",
+            // On SQLite a table keyed by text is a rowid table plus an index on its key:
+            // each write touches both. Without rowid it is one B-tree ordered by its key.
+            // PostgreSQL's tables are heaps with an index whatever the declaration.
+            "CREATE TABLE outbox_sequences_keyed (
+                topic TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                last BIGINT NOT NULL,
+                PRIMARY KEY (topic, subject)
+            ) WITHOUT ROWID;
+            INSERT INTO outbox_sequences_keyed SELECT topic, subject, last FROM outbox_sequences;
+            DROP TABLE outbox_sequences;
+            ALTER TABLE outbox_sequences_keyed RENAME TO outbox_sequences;
+            CREATE TABLE inbox_sequences_keyed (
+                consumer TEXT NOT NULL,
+                topic TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                last BIGINT NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (consumer, topic, subject)
+            ) WITHOUT ROWID;
+            INSERT INTO inbox_sequences_keyed
+                SELECT consumer, topic, subject, last, updated_at FROM inbox_sequences;
+            DROP TABLE inbox_sequences;
+            ALTER TABLE inbox_sequences_keyed RENAME TO inbox_sequences;
+            CREATE TABLE inbox_keyed (
+                consumer TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                processed_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (consumer, event_id)
+            ) WITHOUT ROWID;
+            INSERT INTO inbox_keyed SELECT consumer, event_id, processed_at FROM inbox;
+            DROP TABLE inbox;
+            ALTER TABLE inbox_keyed RENAME TO inbox;
+            CREATE INDEX inbox_processed_at ON inbox (processed_at);",
+            "SELECT 1;",
+        ),
     ],
 );
 
@@ -420,5 +459,64 @@ mod tests {
         let e = MigrationSet::new("Svc", &[]).check().unwrap_err();
         assert!(e.to_string().contains("lower-case"), "{e}");
         STORE_MIGRATIONS.check().unwrap();
+    }
+
+    #[test]
+    fn keyed_tables_keep_their_rows_without_rowid() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let [.., before, keyed] = STORE_MIGRATIONS.migrations else {
+            panic!("the store has its migrations")
+        };
+        for m in &STORE_MIGRATIONS.migrations[..STORE_MIGRATIONS.migrations.len() - 1] {
+            conn.execute_batch(m.sql(Backend::Sqlite)).unwrap();
+        }
+        assert_eq!(before.version + 1, keyed.version);
+        conn.execute_batch(
+            "INSERT INTO outbox_sequences VALUES ('orders', 'o1', 3);
+             INSERT INTO inbox_sequences VALUES ('wallet', 'orders', 'o1', 2, '2026-01-01T00:00:00Z');
+             INSERT INTO inbox VALUES ('wallet', 'e1', '2026-01-01T00:00:00Z');",
+        )
+        .unwrap();
+        conn.execute_batch(keyed.sql(Backend::Sqlite)).unwrap();
+        for table in ["outbox_sequences", "inbox_sequences", "inbox"] {
+            let sql: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert!(sql.ends_with("WITHOUT ROWID"), "{table}: {sql}");
+        }
+        let kept: (String, i64) = conn
+            .query_row("SELECT subject, last FROM outbox_sequences", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(kept, ("o1".to_owned(), 3));
+        let kept: i64 = conn
+            .query_row(
+                "SELECT last FROM inbox_sequences WHERE consumer = 'wallet' AND subject = 'o1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, 2);
+        let kept: String = conn
+            .query_row(
+                "SELECT event_id FROM inbox WHERE consumer = 'wallet'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, "e1");
+        let index: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'inbox_processed_at'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 1);
     }
 }

@@ -79,6 +79,16 @@
 //! # }
 //! ```
 //!
+//! # Rows kept in memory for the relay
+//!
+//! A relay in the process that appended a row need not read it back: a transaction hands
+//! its rows (the events exactly as written) to its [`Store`] as it commits, and
+//! [`Outbox::fetch_ready`] reads only the unpublished rows' numbers and event ids from the
+//! table, taking the events from memory where the numbers and ids match, and reading the
+//! rest in full. The table stays the authority: what a fetch returns, and in what order, is
+//! what the table lists; memory only spares decoding. At most a few thousand rows are kept,
+//! so a process whose relay runs elsewhere keeps no more.
+//!
 //! Delivery is at least once: a relay that stops between publishing and
 //! [`mark_published`](Outbox::mark_published) publishes those events again, so consumers
 //! deduplicate (see [`Inbox`](crate::Inbox)). Run one relay per outbox at a time: two
@@ -86,7 +96,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use ovasabi_core::format::json;
 use ovasabi_core::{naming, Event};
 
@@ -164,43 +174,77 @@ impl Outbox {
         let text = String::from_utf8(json::to_json_vec(&event))
             .map_err(|_| StoreError::InvalidEvent("its JSON form is not UTF-8".into()))?;
         let aggregate = event.partition_key();
+        // Whole microseconds, as the table keeps it, so the row kept for the relay is the
+        // row the table holds.
+        let created_at = Utc::now().trunc_subsecs(6);
         let row = tx
             .query_one(
                 "INSERT INTO outbox (event_id, aggregate, topic, event, created_at)
                  VALUES ($1, $2, $3, $4, $5) RETURNING seq",
-                params![event.id.as_str(), aggregate, topic, text, Utc::now()],
+                params![event.id.as_str(), aggregate, topic, text, created_at],
             )
             .await?;
-        row.get("seq")
+        let seq = row.get("seq")?;
+        tx.appended(OutboxRecord {
+            seq,
+            topic: topic.to_owned(),
+            aggregate: aggregate.map(str::to_owned),
+            event: event.into_owned(),
+            created_at,
+        });
+        Ok(seq)
     }
 
     /// Up to `limit` unpublished rows, in `seq` order (so in commit order within each
     /// aggregate). The same rows come back until they are marked published.
+    ///
+    /// The rows' numbers and event ids are read from the table; their contents come from
+    /// this process's [committed rows](Committed) where it holds them (the same event, not
+    /// decoded again), and from the table for the rest (rows of other processes, of an
+    /// earlier run, or handed out by an earlier fetch whose rows were not marked).
     pub async fn fetch_ready(&self, limit: usize) -> Result<Vec<OutboxRecord>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let committed = self.store.committed();
+        let mark = committed.mark();
         let rows = self
             .store
             .query(
-                "SELECT seq, topic, aggregate, event, created_at FROM outbox
+                "SELECT seq, event_id FROM outbox
                  WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-                params![limit],
+                params![i64::try_from(limit).unwrap_or(i64::MAX)],
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = row.get("seq")?;
-                let text: String = row.get("event")?;
-                let event = json::from_json_slice(text.as_bytes())
-                    .map_err(|source| StoreError::CorruptOutboxRow { seq, source })?;
-                Ok(OutboxRecord {
-                    seq,
-                    topic: row.get("topic")?,
-                    aggregate: row.get("aggregate")?,
-                    event,
-                    created_at: row.get("created_at")?,
-                })
-            })
-            .collect()
+        let ready = rows
+            .iter()
+            .map(|row| Ok((row.get::<i64>("seq")?, row.get::<String>("event_id")?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut records = committed.take(&ready, mark, ready.len() < limit);
+        let missing: Vec<i64> = ready
+            .iter()
+            .zip(&records)
+            .filter(|(_, record)| record.is_none())
+            .map(|((seq, _), _)| *seq)
+            .collect();
+        if missing.is_empty() {
+            return Ok(records.into_iter().flatten().collect());
+        }
+        let mut read = std::collections::HashMap::with_capacity(missing.len());
+        for chunk in missing.chunks(MARK_CHUNK) {
+            let (list, params) = seq_list(1, chunk);
+            let sql = format!(
+                "SELECT seq, topic, aggregate, event, created_at FROM outbox
+                 WHERE published_at IS NULL AND seq IN ({list})"
+            );
+            for row in self.store.query(&sql, &params).await? {
+                let record = decode(&row)?;
+                read.insert(record.seq, record);
+            }
+        }
+        // A row missing from the second read was published meanwhile (by another relay).
+        Ok(ready
+            .iter()
+            .zip(records.iter_mut())
+            .filter_map(|((seq, _), record)| record.take().or_else(|| read.remove(seq)))
+            .collect())
     }
 
     /// Marks the rows published; returns how many were not already. Unknown sequence
@@ -209,21 +253,11 @@ impl Outbox {
         let now = Utc::now();
         let mut marked = 0;
         for chunk in seqs.chunks(MARK_CHUNK) {
-            // Padded to a power of two by repeating the last number, so a connection
-            // prepares at most ten forms of this statement.
-            let width = chunk.len().next_power_of_two();
-            let placeholders: Vec<String> = (2..width + 2).map(|i| format!("${i}")).collect();
+            let (list, mut params) = seq_list(2, chunk);
+            params.insert(0, Value::from(now));
             let sql = format!(
-                "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL AND seq IN ({})",
-                placeholders.join(", ")
+                "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL AND seq IN ({list})"
             );
-            let params: Vec<Value> = std::iter::once(Value::from(now))
-                .chain(chunk.iter().map(Value::from))
-                .chain(std::iter::repeat_n(
-                    Value::from(chunk[chunk.len() - 1]),
-                    width - chunk.len(),
-                ))
-                .collect();
             marked += self.store.execute(&sql, &params).await?;
         }
         Ok(marked)
@@ -282,4 +316,242 @@ async fn next_sequence(tx: &mut Transaction, topic: &str, subject: &str) -> Resu
         )
         .await?;
     row.get("last")
+}
+
+/// `$first, $first+1, …` for `seqs`, and the values: padded to a power of two by repeating
+/// the last number, so a connection prepares at most ten forms of a statement using it.
+fn seq_list(first: usize, seqs: &[i64]) -> (String, Vec<Value>) {
+    let width = seqs.len().next_power_of_two();
+    let list: Vec<String> = (first..first + width).map(|i| format!("${i}")).collect();
+    let values = seqs
+        .iter()
+        .map(Value::from)
+        .chain(std::iter::repeat_n(
+            Value::from(seqs[seqs.len() - 1]),
+            width - seqs.len(),
+        ))
+        .collect();
+    (list.join(", "), values)
+}
+
+/// An outbox row read from the table.
+fn decode(row: &crate::value::Row) -> Result<OutboxRecord> {
+    let seq: i64 = row.get("seq")?;
+    let text: String = row.get("event")?;
+    let event = json::from_json_slice(text.as_bytes())
+        .map_err(|source| StoreError::CorruptOutboxRow { seq, source })?;
+    Ok(OutboxRecord {
+        seq,
+        topic: row.get("topic")?,
+        aggregate: row.get("aggregate")?,
+        event,
+        created_at: row.get("created_at")?,
+    })
+}
+
+/// At most this many rows are kept for the relay; beyond, the relay reads them from the
+/// table (a process whose relay does not run, or runs elsewhere, keeps no more).
+const KEPT: usize = 4096;
+
+/// The outbox rows of this process's transactions, kept for its relay: the relay publishes
+/// these events as they were appended, instead of reading them back and decoding their
+/// JSON.
+///
+/// - A transaction's rows enter just before it commits (so a relay that sees them in the
+///   table right after the commit finds them here), and leave again if the commit fails.
+/// - A fetch takes a kept row only if the table lists it, unpublished, with the same event
+///   id: a row the table lists has committed, whatever the state of its transaction here.
+/// - A row leaves when a fetch hands it out, or when a fetch that read every unpublished
+///   row, and began after the row's commit had returned, did not list it: another process
+///   published it, or its transaction rolled back after all.
+#[derive(Debug, Default)]
+pub(crate) struct Committed {
+    inner: std::sync::Mutex<Kept>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    /// Each row with the tick at which its commit returned (`None` until then).
+    rows: std::collections::BTreeMap<i64, (Option<u64>, OutboxRecord)>,
+    /// Counts commits that returned.
+    tick: u64,
+}
+
+impl Committed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the rows of a transaction about to commit; returns the numbers kept, for
+    /// [`settle`](Self::settle) once the commit has returned.
+    pub(crate) fn keep(&self, records: Vec<OutboxRecord>) -> Vec<i64> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let mut kept = self.lock();
+        let room = KEPT.saturating_sub(kept.rows.len());
+        records
+            .into_iter()
+            .take(room)
+            .map(|record| {
+                let seq = record.seq;
+                kept.rows.insert(seq, (None, record));
+                seq
+            })
+            .collect()
+    }
+
+    /// The commit of the rows `seqs` returned: `committed` says whether it committed (when
+    /// not, or unknown, the rows leave; the relay reads any that did commit from the table).
+    pub(crate) fn settle(&self, seqs: &[i64], committed: bool) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut kept = self.lock();
+        kept.tick += 1;
+        let tick = kept.tick;
+        for seq in seqs {
+            if committed {
+                if let Some((settled, _)) = kept.rows.get_mut(seq) {
+                    *settled = Some(tick);
+                }
+            } else {
+                kept.rows.remove(seq);
+            }
+        }
+    }
+
+    /// Now, for [`take`](Self::take): call before reading the table.
+    fn mark(&self) -> u64 {
+        self.lock().tick
+    }
+
+    /// Takes the kept rows among `ready` (the table's unpublished rows, as `(seq, event id)`,
+    /// read after [`mark`](Self::mark) returned `mark`); `None` where none is kept. When
+    /// `ready` lists every unpublished row (`complete`), a row whose commit returned before
+    /// `mark` and that is not in it is gone from the table's unpublished rows: it is dropped.
+    fn take(
+        &self,
+        ready: &[(i64, String)],
+        mark: u64,
+        complete: bool,
+    ) -> Vec<Option<OutboxRecord>> {
+        let mut kept = self.lock();
+        if kept.rows.is_empty() {
+            return vec![None; ready.len()];
+        }
+        let taken = ready
+            .iter()
+            .map(|(seq, id)| match kept.rows.remove(seq) {
+                Some((_, record)) if &record.event.id == id => Some(record),
+                _ => None,
+            })
+            .collect();
+        if complete {
+            kept.rows
+                .retain(|_, (settled, _)| settled.is_none_or(|tick| tick > mark));
+        }
+        taken
+    }
+
+    /// How many rows are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().rows.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: i64, id: &str) -> OutboxRecord {
+        OutboxRecord {
+            seq,
+            topic: "wallet.events".into(),
+            aggregate: None,
+            event: Event::new("coin.mined", "/ovasabi/wallet").with_id(id),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn ready(rows: &[(i64, &str)]) -> Vec<(i64, String)> {
+        rows.iter()
+            .map(|(seq, id)| (*seq, id.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn kept_rows_are_taken_once_and_only_with_their_event_id() {
+        let committed = Committed::default();
+        let seqs = committed.keep(vec![record(1, "a"), record(2, "b"), record(3, "c")]);
+        committed.settle(&seqs, true);
+        let mark = committed.mark();
+        let taken = committed.take(&ready(&[(1, "a"), (2, "not-b"), (4, "d")]), mark, false);
+        assert_eq!(taken[0].as_ref().map(|r| r.seq), Some(1));
+        assert!(
+            taken[1].is_none(),
+            "another event under the same number is read from the table"
+        );
+        assert!(taken[2].is_none(), "a row not kept is read from the table");
+        assert_eq!(
+            committed.len(),
+            1,
+            "taken and mismatched rows leave; 3 stays"
+        );
+        let again = committed.take(&ready(&[(1, "a")]), mark, false);
+        assert!(again[0].is_none(), "a row is handed out once");
+    }
+
+    #[test]
+    fn a_row_listed_by_the_table_is_taken_before_its_commit_returns() {
+        let committed = Committed::default();
+        committed.keep(vec![record(1, "a")]);
+        let taken = committed.take(&ready(&[(1, "a")]), committed.mark(), true);
+        assert_eq!(taken[0].as_ref().map(|r| r.seq), Some(1));
+    }
+
+    #[test]
+    fn a_failed_commit_takes_its_rows_back() {
+        let committed = Committed::default();
+        let seqs = committed.keep(vec![record(1, "a"), record(2, "b")]);
+        committed.settle(&seqs, false);
+        assert_eq!(committed.len(), 0);
+    }
+
+    #[test]
+    fn rows_gone_from_the_table_are_dropped_only_by_a_complete_fetch_after_their_commit() {
+        let committed = Committed::default();
+        let seqs = committed.keep(vec![record(1, "a"), record(2, "b")]);
+        committed.settle(&seqs, true);
+        // Still committing when the fetch reads: the table may not list it yet.
+        committed.keep(vec![record(3, "c")]);
+        let mark = committed.mark();
+        // Its commit returns while the fetch reads.
+        let late = committed.keep(vec![record(4, "d")]);
+        committed.settle(&late, true);
+        committed.take(&ready(&[(2, "b")]), mark, false);
+        assert_eq!(
+            committed.len(),
+            3,
+            "a fetch cut short by its limit drops nothing"
+        );
+        committed.take(&ready(&[]), mark, true);
+        assert_eq!(
+            committed.len(),
+            2,
+            "1 is gone; 3 and 4 were not settled before the read"
+        );
+        let taken = committed.take(&ready(&[(3, "c"), (4, "d")]), committed.mark(), true);
+        assert!(taken.iter().all(Option::is_some));
+        assert_eq!(committed.len(), 0);
+    }
+
+    #[test]
+    fn at_most_kept_rows_are_kept() {
+        let committed = Committed::default();
+        let seqs = committed.keep((0..KEPT as i64 + 10).map(|n| record(n, "x")).collect());
+        assert_eq!(seqs.len(), KEPT);
+        assert_eq!(committed.len(), KEPT);
+    }
 }

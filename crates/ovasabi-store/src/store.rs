@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::{Backend, StoreConfig, Target};
 use crate::error::{Result, StoreError};
 use crate::migrate::{self, MigrationSet};
-use crate::outbox::Outbox;
+use crate::outbox::{Committed, Outbox, OutboxRecord};
 use crate::postgres::{PgDb, PgTx};
 use crate::sqlite::{SqliteDb, SqliteTx};
 use crate::value::{Row, Value};
@@ -30,6 +30,8 @@ enum Db {
 pub struct Store {
     db: Arc<Db>,
     label: Arc<str>,
+    /// Outbox rows this process committed, kept for the relay (see [`Outbox::fetch_ready`]).
+    committed: Arc<Committed>,
 }
 
 impl fmt::Debug for Store {
@@ -55,6 +57,7 @@ impl Store {
         let store = Store {
             db: Arc::new(db),
             label: config.to_string().into(),
+            committed: Arc::default(),
         };
         migrate::run(&store, config.schema(), migrations).await?;
         Ok(store)
@@ -80,7 +83,11 @@ impl Store {
             Db::Sqlite(db) => TxInner::Sqlite(db.begin().await?),
             Db::Postgres(db) => TxInner::Postgres(Box::new(db.begin().await?)),
         };
-        Ok(Transaction { inner })
+        Ok(Transaction {
+            inner,
+            appended: Vec::new(),
+            committed: self.committed.clone(),
+        })
     }
 
     /// Runs `work` in a transaction: commits when it returns `Ok`, rolls back when it
@@ -173,6 +180,33 @@ impl Store {
     pub fn outbox(&self) -> Outbox {
         Outbox::new(self)
     }
+
+    /// The outbox rows this process committed and the relay has not taken yet.
+    pub(crate) fn committed(&self) -> &Committed {
+        &self.committed
+    }
+}
+
+/// Settles the rows a committing transaction kept for the relay, when its commit returns;
+/// a cancelled commit's outcome is unknown here, and its rows are settled as committed (a
+/// later fetch drops them if the table does not list them).
+struct Settle<'c> {
+    seqs: Vec<i64>,
+    committed: &'c Committed,
+    outcome: Option<bool>,
+}
+
+impl Settle<'_> {
+    fn settle(mut self, committed: bool) {
+        self.outcome = Some(committed);
+    }
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        self.committed
+            .settle(&self.seqs, self.outcome.unwrap_or(true));
+    }
 }
 
 enum TxInner {
@@ -188,6 +222,10 @@ enum TxInner {
 /// the transaction: roll back (or drop it) and run the transaction again.
 pub struct Transaction {
     inner: TxInner,
+    /// The outbox rows appended in this transaction, handed to the store's
+    /// [`Committed`] rows once it commits.
+    appended: Vec<OutboxRecord>,
+    committed: Arc<Committed>,
 }
 
 impl fmt::Debug for Transaction {
@@ -242,10 +280,24 @@ impl Transaction {
     /// Commits. An error means the transaction did not commit (or, if the connection
     /// was lost during the commit, that its outcome is unknown).
     pub async fn commit(self) -> Result<()> {
-        match self.inner {
+        // The relay may see the rows in the table as soon as they commit, before this
+        // returns: they are kept for it first.
+        let kept = Settle {
+            seqs: self.committed.keep(self.appended),
+            committed: &self.committed,
+            outcome: None,
+        };
+        let answer = match self.inner {
             TxInner::Sqlite(tx) => tx.commit().await,
             TxInner::Postgres(tx) => tx.commit().await,
-        }
+        };
+        kept.settle(answer.is_ok());
+        answer
+    }
+
+    /// Records an outbox row appended in this transaction (by [`Outbox::append`]).
+    pub(crate) fn appended(&mut self, record: OutboxRecord) {
+        self.appended.push(record);
     }
 
     /// Rolls back. Dropping the transaction does the same without waiting.

@@ -35,6 +35,7 @@ both_backends!(
     read_modify_write_with_row_locks_is_portable,
     cancelled_work_leaves_the_store_usable,
     late_commits_are_never_skipped_and_order_per_aggregate_holds,
+    the_relay_gets_the_rows_the_table_holds,
 );
 
 const ACCOUNTS_V1: Migration = Migration::new(
@@ -65,7 +66,7 @@ async fn migrations_apply_once_and_are_idempotent(db: &TestDb) {
     assert_eq!(store.schema_version("wallet").await.unwrap(), Some(2));
     assert_eq!(
         store.schema_version("ovasabi_store").await.unwrap(),
-        Some(3)
+        Some(4)
     );
     assert_eq!(store.schema_version("nobody").await.unwrap(), None);
     store
@@ -85,7 +86,7 @@ async fn migrations_apply_once_and_are_idempotent(db: &TestDb) {
             .unwrap()
     };
     let before = applied_at(store.clone()).await;
-    assert_eq!(before.len(), 5, "ovasabi_store v1-v3 and wallet v1, v2");
+    assert_eq!(before.len(), 6, "ovasabi_store v1-v4 and wallet v1, v2");
     drop(store);
 
     let store = db.open(&[WALLET_V2]).await;
@@ -389,6 +390,60 @@ async fn outbox_fetches_in_order_marks_and_prunes(db: &TestDb) {
         .unwrap();
     tx.commit().await.unwrap();
     assert!(next > *seqs.last().unwrap());
+}
+
+/// The rows a process committed reach its relay from memory; another process reads them
+/// from the table. Both must be the same rows, to the byte.
+async fn the_relay_gets_the_rows_the_table_holds(db: &TestDb) {
+    let writer = db.open(&[]).await;
+    let other = db.open(&[]).await;
+    let time: DateTime<Utc> = "2025-01-02T03:04:05.123456789Z".parse().unwrap();
+    let events = [
+        event("a", 1).with_subject("a"),
+        event("a", 2).with_time(time).with_subject("a"),
+        Event::new("wallet.audited", "/ovasabi/wallet")
+            .with_data("application/octet-stream", vec![0u8, 159, 146, 150])
+            .with_extension("attempt", 3i64)
+            .with_extension("replayed", true)
+            .with_extension("correlationid", "c-1"),
+        Event::new("wallet.noted", "/ovasabi/wallet").with_data(
+            "application/json",
+            &b"{ \"spaced\" : [1, 2.50, \"\\u00e9\"] }"[..],
+        ),
+    ];
+    let mut tx = writer.begin().await.unwrap();
+    for event in &events {
+        Outbox::append(&mut tx, "wallet.events", event)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut undone = writer.begin().await.unwrap();
+    Outbox::append(&mut undone, "wallet.events", &event("z", 1))
+        .await
+        .unwrap();
+    undone.rollback().await.unwrap();
+
+    let from_memory = writer.outbox().fetch_ready(100).await.unwrap();
+    let from_table = other.outbox().fetch_ready(100).await.unwrap();
+    assert_eq!(
+        from_memory.len(),
+        events.len(),
+        "the rolled-back row is not there"
+    );
+    assert_eq!(from_memory, from_table);
+    // Not marked: the next fetch hands the same rows out again, from the table.
+    assert_eq!(writer.outbox().fetch_ready(100).await.unwrap(), from_table);
+
+    // Rows that another process publishes are not handed out by this one.
+    let mut tx = writer.begin().await.unwrap();
+    let late = Outbox::append(&mut tx, "wallet.events", &event("b", 1))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let seqs: Vec<i64> = from_table.iter().map(|r| r.seq).chain([late]).collect();
+    assert_eq!(other.outbox().mark_published(&seqs).await.unwrap(), 5);
+    assert!(writer.outbox().fetch_ready(100).await.unwrap().is_empty());
 }
 
 async fn outbox_refuses_invalid_events(db: &TestDb) {
