@@ -166,9 +166,13 @@ impl Relay {
         let total = rows.len();
         let mut rows = rows.into_iter().peekable();
         while let Some(first) = rows.next() {
+            // Sized for the rest of the rows, so the batch is never moved while it grows.
+            let room = rows.len() + 1;
             let topic = first.topic;
-            let mut seqs = vec![first.seq];
-            let mut events = vec![first.event];
+            let mut seqs = Vec::with_capacity(room);
+            let mut events = Vec::with_capacity(room);
+            seqs.push(first.seq);
+            events.push(first.event);
             while let Some(next) = rows.next_if(|r| r.topic == topic) {
                 seqs.push(next.seq);
                 events.push(next.event);

@@ -213,10 +213,10 @@ impl Outbox {
                 params![i64::try_from(limit).unwrap_or(i64::MAX)],
             )
             .await?;
-        let ready = rows
-            .iter()
-            .map(|row| Ok((row.get::<i64>("seq")?, row.get::<String>("event_id")?)))
-            .collect::<Result<Vec<_>>>()?;
+        let mut ready = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ready.push((row.get::<i64>("seq")?, row.get::<String>("event_id")?));
+        }
         let mut records = committed.take(&ready, mark, ready.len() < limit);
         let missing: Vec<i64> = ready
             .iter()
@@ -225,7 +225,9 @@ impl Outbox {
             .map(|((seq, _), _)| *seq)
             .collect();
         if missing.is_empty() {
-            return Ok(records.into_iter().flatten().collect());
+            let mut out = Vec::with_capacity(records.len());
+            out.extend(records.into_iter().flatten());
+            return Ok(out);
         }
         let mut read = std::collections::HashMap::with_capacity(missing.len());
         for chunk in missing.chunks(MARK_CHUNK) {
@@ -240,11 +242,14 @@ impl Outbox {
             }
         }
         // A row missing from the second read was published meanwhile (by another relay).
-        Ok(ready
-            .iter()
-            .zip(records.iter_mut())
-            .filter_map(|((seq, _), record)| record.take().or_else(|| read.remove(seq)))
-            .collect())
+        let mut out = Vec::with_capacity(ready.len());
+        out.extend(
+            ready
+                .iter()
+                .zip(records.iter_mut())
+                .filter_map(|((seq, _), record)| record.take().or_else(|| read.remove(seq))),
+        );
+        Ok(out)
     }
 
     /// Marks the rows published; returns how many were not already. Unknown sequence
