@@ -478,45 +478,28 @@ mod tests {
         )
         .unwrap();
         conn.execute_batch(keyed.sql(Backend::Sqlite)).unwrap();
+        let text = |sql: &str| -> String { conn.query_row(sql, [], |row| row.get(0)).unwrap() };
         for table in ["outbox_sequences", "inbox_sequences", "inbox"] {
-            let sql: String = conn
-                .query_row(
-                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                    [table],
-                    |row| row.get(0),
-                )
-                .unwrap();
+            let sql = text(&format!(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+            ));
             assert!(sql.ends_with("WITHOUT ROWID"), "{table}: {sql}");
         }
-        let kept: (String, i64) = conn
-            .query_row("SELECT subject, last FROM outbox_sequences", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        assert_eq!(kept, ("o1".to_owned(), 3));
-        let kept: i64 = conn
-            .query_row(
-                "SELECT last FROM inbox_sequences WHERE consumer = 'wallet' AND subject = 'o1'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(kept, 2);
-        let kept: String = conn
-            .query_row(
-                "SELECT event_id FROM inbox WHERE consumer = 'wallet'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(kept, "e1");
-        let index: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'inbox_processed_at'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(index, 1);
+        assert_eq!(
+            text("SELECT topic || '/' || subject || '/' || last FROM outbox_sequences"),
+            "orders/o1/3"
+        );
+        assert_eq!(
+            text("SELECT consumer || '/' || subject || '/' || last || '/' || updated_at FROM inbox_sequences"),
+            "wallet/o1/2/2026-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            text("SELECT consumer || '/' || event_id || '/' || processed_at FROM inbox"),
+            "wallet/e1/2026-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            text("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'inbox'"),
+            "inbox_processed_at"
+        );
     }
 }
