@@ -642,8 +642,14 @@ fn open_connection(target: &Target, busy: Duration, role: Role) -> Result<Connec
         }
         // NORMAL in WAL mode: a commit survives the process being killed; the last commits
         // may be lost on power loss (as the embedded bus's default durability).
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(|e| e.to_string())?;
+        // temp_store = MEMORY: each of our transactions is a savepoint, and the pages it
+        // changes are first copied to the savepoint's journal; SQLite spills that journal
+        // to a temporary file past 64 KiB, which cost a file created, written and deleted
+        // in every busy group commit.
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(|e| e.to_string())?;
         conn.set_prepared_statement_cache_capacity(128);
         if writer {
             // The writer never waits on this thread (see `Writer::begin_immediate`), and
