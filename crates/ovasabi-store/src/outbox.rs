@@ -217,18 +217,13 @@ impl Outbox {
         for row in &rows {
             ready.push((row.get::<i64>("seq")?, row.get::<String>("event_id")?));
         }
-        let mut records = committed.take(&ready, mark, ready.len() < limit);
+        let records = committed.take(&ready, mark, ready.len() < limit);
         let missing: Vec<i64> = ready
             .iter()
             .zip(&records)
             .filter(|(_, record)| record.is_none())
             .map(|((seq, _), _)| *seq)
             .collect();
-        if missing.is_empty() {
-            let mut out = Vec::with_capacity(records.len());
-            out.extend(records.into_iter().flatten());
-            return Ok(out);
-        }
         let mut read = std::collections::HashMap::with_capacity(missing.len());
         for chunk in missing.chunks(MARK_CHUNK) {
             let (list, params) = seq_list(1, chunk);
@@ -246,8 +241,8 @@ impl Outbox {
         out.extend(
             ready
                 .iter()
-                .zip(records.iter_mut())
-                .filter_map(|((seq, _), record)| record.take().or_else(|| read.remove(seq))),
+                .zip(records)
+                .filter_map(|((seq, _), record)| record.or_else(|| read.remove(seq))),
         );
         Ok(out)
     }

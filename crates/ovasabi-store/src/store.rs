@@ -223,7 +223,7 @@ enum TxInner {
 pub struct Transaction {
     inner: TxInner,
     /// The outbox rows appended in this transaction, handed to the store's
-    /// [`Committed`] rows once it commits.
+    /// [`Committed`] rows as it commits.
     appended: Vec<OutboxRecord>,
     committed: Arc<Committed>,
 }
