@@ -9,6 +9,7 @@
 //! | no `dataschema`, type registered | `dataschema` set to the latest version, then checked | checked against the latest version |
 //! | `dataschema` names our schema of another type, or a version not registered | refused | dead-lettered |
 //! | type not registered, or `dataschema` another URI | passed unchecked (events from outside keep their own contracts) | passed unchecked |
+//! | any event published to a dead-letter topic (`….dlq`) | passed unchecked (such a topic holds what failed, e.g. an event the outbox relay parks because this check refused it) | as on any topic |
 //!
 //! A registered type's payload must be JSON (`datacontenttype` absent, `application/json`
 //! or `…+json`), or Protobuf (`application/protobuf`, `application/x-protobuf`) when the
@@ -284,7 +285,13 @@ fn payload(event: &Event, version: &Version) -> Result<Value, ContractError> {
     }
 }
 
-/// A bus that checks every event against its contract before publishing it.
+/// Whether `topic` holds dead letters, which are published unchecked: they are what failed.
+fn is_dead_letter_topic(topic: &str) -> bool {
+    topic.ends_with(ovasabi_core::naming::DEAD_LETTER_SUFFIX)
+}
+
+/// A bus that checks every event against its contract before publishing it (to any topic
+/// but a dead-letter topic).
 pub struct ValidatingBus {
     inner: Arc<dyn Bus>,
     contracts: Contracts,
@@ -305,7 +312,9 @@ impl ValidatingBus {
 #[async_trait]
 impl Publisher for ValidatingBus {
     async fn publish(&self, topic: &str, mut event: Event) -> Result<Published, BusError> {
-        self.contracts.prepare_outgoing(&mut event)?;
+        if !is_dead_letter_topic(topic) {
+            self.contracts.prepare_outgoing(&mut event)?;
+        }
         self.inner.publish(topic, event).await
     }
 
@@ -314,8 +323,10 @@ impl Publisher for ValidatingBus {
         topic: &str,
         mut events: Vec<Event>,
     ) -> Result<Vec<Published>, BusError> {
-        for event in &mut events {
-            self.contracts.prepare_outgoing(event)?;
+        if !is_dead_letter_topic(topic) {
+            for event in &mut events {
+                self.contracts.prepare_outgoing(event)?;
+            }
         }
         self.inner.publish_batch(topic, events).await
     }

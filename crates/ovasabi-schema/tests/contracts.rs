@@ -133,6 +133,21 @@ async fn an_invalid_payload_is_refused_at_publish_naming_the_field_and_the_rule(
     assert!(bus.publish_batch("user.events", batch).await.is_err());
     assert_eq!(bus.topics().await.unwrap()[0].next_offset, before);
 
+    // A dead-letter topic holds what failed, so it takes the invalid event unchecked.
+    bus.publish(
+        "user.events.dlq",
+        Event::new(ty, "/test").with_json(&missing),
+    )
+    .await
+    .unwrap();
+    assert!(bus
+        .publish_batch(
+            "user.events.dlq",
+            vec![Event::new(ty, "/test").with_json(&wrong)]
+        )
+        .await
+        .is_ok());
+
     // Types without a schema (events from outside) pass unchecked.
     bus.publish(
         "partner.events",

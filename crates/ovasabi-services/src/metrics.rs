@@ -21,6 +21,7 @@
 //! | `ovasabi_outbox_backlog` | gauge | | outbox rows not yet published |
 //! | `ovasabi_outbox_oldest_age_seconds` | gauge | | age of the oldest unpublished outbox row (0 when none) |
 //! | `ovasabi_outbox_relay_published_total` | counter | | outbox rows this process's relay published |
+//! | `ovasabi_outbox_relay_parked_total` | counter | | outbox events this process's relay parked on a dead-letter topic because the bus refused them |
 //! | `ovasabi_events_published_total` | counter | `topic`, `type` | events this process's relay published, by topic and type |
 //! | `ovasabi_webhook_deliveries` | gauge | `status` | webhook deliveries by status (`pending`, `delivered`, `failed`…), when the webhooks tables exist |
 //! | `ovasabi_webhook_endpoints` | gauge | `state` | webhook endpoints by state (`active`, `paused`, `disabled`), when the webhooks tables exist |
@@ -527,6 +528,12 @@ impl Monitor {
                 &[],
                 relay.published(),
             );
+            page.family(
+                "ovasabi_outbox_relay_parked_total",
+                "counter",
+                "Outbox events this process's relay parked on a dead-letter topic because the bus refused them.",
+            );
+            page.sample("ovasabi_outbox_relay_parked_total", &[], relay.parked());
             page.family(
                 "ovasabi_events_published_total",
                 "counter",

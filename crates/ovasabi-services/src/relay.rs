@@ -16,6 +16,15 @@
 //! - **Prompt**: a service that commits an outbox row wakes the relay ([`RelayHandle::wake`]);
 //!   otherwise it polls every [`Relay::POLL`], which also picks up rows written by other
 //!   processes.
+//! - **Nothing wedged, nothing dropped**: when the bus refuses an event as bad (it breaks
+//!   its contract, or is too large; only a service's bug writes one), the relay publishes
+//!   the pass again one event at a time, and parks each refused event on its topic's
+//!   dead-letter topic (`<topic>.dlq`) with `deadletterreason` [`REASON_REFUSED`],
+//!   `deadlettererror` the bus's answer and `deadlettertopic`, logs it as an error, and
+//!   goes on with the rows behind it. `ovasabi dlq list` and `ovasabi status` show it;
+//!   `ovasabi dlq redrive` publishes it again once it is fixed (the bus checks it again).
+//!   Consumers that apply a subject's events in order ([`Order::HoldBack`]) stop at the gap
+//!   it leaves until then; the others go on.
 //! - **Traced**: each event is published inside a `publish` span, the child of the event's
 //!   `traceparent`; with OpenTelemetry on, the event goes on the bus carrying that span's
 //!   context, so consumers' spans are its children (see [`ovasabi_middleware::otel`]).
@@ -25,10 +34,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ovasabi_core::Publisher;
+use ovasabi_core::naming::dead_letter_topic;
+use ovasabi_core::{BusError, Event, Publisher};
+#[cfg(doc)]
+use ovasabi_store::inbox::Order;
 use ovasabi_store::{params, OutboxRecord, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// The `deadletterreason` of an event the relay parked because the bus refused it.
+pub const REASON_REFUSED: &str = "refused on publish";
+
+/// Longest `deadlettererror` kept, in bytes.
+const MAX_ERROR_BYTES: usize = 4096;
 
 /// Wakes the relay and reads its counters; cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +58,7 @@ pub struct RelayHandle {
 struct RelayShared {
     wake: Notify,
     published: AtomicU64,
+    parked: AtomicU64,
     /// Published events by (topic, type).
     by_type: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
@@ -53,6 +72,12 @@ impl RelayHandle {
     /// Events this process's relay has published.
     pub fn published(&self) -> u64 {
         self.inner.published.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Events this process's relay parked on a dead-letter topic because the bus refused
+    /// them.
+    pub fn parked(&self) -> u64 {
+        self.inner.parked.load(AtomicOrdering::Relaxed)
     }
 
     /// Events this process's relay has published, by topic and event type.
@@ -162,7 +187,7 @@ impl Relay {
 
     /// Publishes one fetch's rows: consecutive rows of one topic as one batch, in order.
     /// Returns how many were published.
-    async fn publish(&self, rows: Vec<OutboxRecord>) -> Result<usize, String> {
+    async fn publish(&self, rows: Vec<OutboxRecord>) -> Result<usize, PassError> {
         let total = rows.len();
         let mut rows = rows.into_iter().peekable();
         while let Some(first) = rows.next() {
@@ -190,19 +215,113 @@ impl Relay {
                 .iter_mut()
                 .map(|event| ovasabi_middleware::otel::publish_span(event, &topic))
                 .collect();
-            self.bus
-                .publish_batch(&topic, events)
-                .await
-                .map_err(|e| format!("publishing to {topic}: {e}"))?;
-            self.store
-                .outbox()
-                .mark_published(&seqs)
-                .await
-                .map_err(|e| format!("marking published: {e}"))?;
-            self.handle
-                .inner
-                .published
-                .fetch_add(seqs.len() as u64, AtomicOrdering::Relaxed);
+            if let Err(e) = self.bus.publish_batch(&topic, events).await {
+                let error = format!("publishing to {topic}: {e}");
+                return Err(if refuses_the_event(&e) {
+                    PassError::Refused(error)
+                } else {
+                    PassError::Failed(error)
+                });
+            }
+            self.mark(&seqs).await?;
+            self.count(&topic, counted);
+        }
+        Ok(total)
+    }
+
+    /// Publishes one fetch's rows one at a time, in order, parking each event the bus
+    /// refuses (see the module's documentation). Returns how many rows it settled.
+    async fn publish_each(&self, rows: Vec<OutboxRecord>) -> Result<usize, PassError> {
+        let total = rows.len();
+        for row in rows {
+            let mut event = row.event;
+            let span = ovasabi_middleware::otel::publish_span(&mut event, &row.topic);
+            let copy = event.clone();
+            match self.bus.publish(&row.topic, event).await {
+                Ok(_) => {
+                    drop(span);
+                    self.mark(&[row.seq]).await?;
+                    self.count(&row.topic, vec![(copy.ty, 1)]);
+                }
+                Err(e) if refuses_the_event(&e) => {
+                    drop(span);
+                    self.park(&row.topic, copy, &e).await?;
+                    self.mark(&[row.seq]).await?;
+                    self.handle
+                        .inner
+                        .parked
+                        .fetch_add(1, AtomicOrdering::Relaxed);
+                }
+                Err(e) => {
+                    return Err(PassError::Failed(format!(
+                        "publishing to {}: {e}",
+                        row.topic
+                    )))
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Puts `event`, which the bus refused for `topic`, on that topic's dead-letter topic.
+    async fn park(
+        &self,
+        topic: &str,
+        mut event: Event,
+        refusal: &BusError,
+    ) -> Result<(), PassError> {
+        let dlq = dead_letter_topic(topic);
+        let (id, ty) = (event.id.clone(), event.ty.clone());
+        let mut error = refusal.to_string();
+        if error.len() > MAX_ERROR_BYTES {
+            let mut end = MAX_ERROR_BYTES;
+            while !error.is_char_boundary(end) {
+                end -= 1;
+            }
+            error.truncate(end);
+        }
+        event
+            .extensions
+            .insert("deadletterreason".into(), REASON_REFUSED.into());
+        event
+            .extensions
+            .insert("deadlettererror".into(), error.into());
+        event
+            .extensions
+            .insert("deadlettertopic".into(), topic.into());
+        self.bus.publish(&dlq, event).await.map_err(|e| {
+            PassError::Failed(format!(
+                "parking event {id} ({ty}), which {topic} refused ({refusal}), on {dlq}: {e}"
+            ))
+        })?;
+        tracing::error!(
+            event_id = %id,
+            event_type = %ty,
+            %topic,
+            dead_letter_topic = %dlq,
+            error = %refusal,
+            "outbox relay: the bus refused an event; parked it on the dead-letter topic (`ovasabi dlq list`), going on with the rest"
+        );
+        Ok(())
+    }
+
+    async fn mark(&self, seqs: &[i64]) -> Result<(), PassError> {
+        self.store
+            .outbox()
+            .mark_published(seqs)
+            .await
+            .map_err(|e| PassError::Failed(format!("marking published: {e}")))?;
+        Ok(())
+    }
+
+    /// Counts events published on `topic`, by type.
+    fn count(&self, topic: &str, counted: Vec<(String, u64)>) {
+        let published: u64 = counted.iter().map(|(_, n)| n).sum();
+        self.handle
+            .inner
+            .published
+            .fetch_add(published, AtomicOrdering::Relaxed);
+        {
             let mut by_type = self
                 .handle
                 .inner
@@ -210,16 +329,39 @@ impl Relay {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             for (ty, n) in counted {
-                *by_type.entry((topic.clone(), ty)).or_default() += n;
+                *by_type.entry((topic.to_owned(), ty)).or_default() += n;
             }
         }
-        Ok(total)
+    }
+
+    /// One pass: fetches ready rows and publishes them, one at a time if `careful`.
+    async fn pass(&self, careful: bool) -> Result<usize, PassError> {
+        if !self
+            .lease()
+            .await
+            .map_err(|e| PassError::Failed(format!("lease: {e}")))?
+        {
+            return Ok(0);
+        }
+        let rows = self
+            .store
+            .outbox()
+            .fetch_ready(Self::BATCH)
+            .await
+            .map_err(|e| PassError::Failed(format!("reading the outbox: {e}")))?;
+        if careful {
+            self.publish_each(rows).await
+        } else {
+            self.publish(rows).await
+        }
     }
 
     /// Runs until `stop`, then publishes what is already committed (for up to `grace`) and
     /// gives up the lease.
     pub async fn run(self, stop: CancellationToken, grace: Duration) {
         let mut backoff = Duration::from_millis(50);
+        // After the bus refused an event, the next pass goes one row at a time.
+        let mut careful = false;
         loop {
             if !self.delay.is_zero() {
                 tokio::select! {
@@ -227,18 +369,7 @@ impl Relay {
                     _ = stop.cancelled() => break,
                 }
             }
-            let pass = async {
-                if !self.lease().await.map_err(|e| format!("lease: {e}"))? {
-                    return Ok::<_, String>(0);
-                }
-                let rows = self
-                    .store
-                    .outbox()
-                    .fetch_ready(Self::BATCH)
-                    .await
-                    .map_err(|e| format!("reading the outbox: {e}"))?;
-                self.publish(rows).await
-            };
+            let pass = self.pass(careful);
             tokio::pin!(pass);
             let outcome = tokio::select! {
                 outcome = &mut pass => outcome,
@@ -252,6 +383,7 @@ impl Relay {
             match outcome {
                 Ok(n) => {
                     backoff = Duration::from_millis(50);
+                    careful = false;
                     if n == Self::BATCH {
                         continue;
                     }
@@ -269,7 +401,11 @@ impl Relay {
                         }
                     }
                 }
-                Err(error) => {
+                Err(PassError::Refused(error)) => {
+                    tracing::warn!(%error, "outbox relay: the bus refused an event; publishing the next rows one at a time to park it");
+                    careful = true;
+                }
+                Err(PassError::Failed(error)) => {
                     tracing::warn!(%error, retry_ms = backoff.as_millis() as u64, "outbox relay: will retry");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -281,19 +417,35 @@ impl Relay {
         }
         // Drain what committed before the stop, so an accepted request's event goes out.
         let drain = async {
-            while let Ok(true) = self.lease().await {
-                match self.store.outbox().fetch_ready(Self::BATCH).await {
-                    Ok(rows) if !rows.is_empty() => {
-                        if let Err(error) = self.publish(rows).await {
-                            tracing::warn!(%error, "outbox relay: stopping with rows unpublished; they go out at the next start");
-                            break;
-                        }
+            loop {
+                match self.pass(careful).await {
+                    Ok(0) => break,
+                    Ok(_) => careful = false,
+                    Err(PassError::Refused(_)) => careful = true,
+                    Err(PassError::Failed(error)) => {
+                        tracing::warn!(%error, "outbox relay: stopping with rows unpublished; they go out at the next start");
+                        break;
                     }
-                    _ => break,
                 }
             }
         };
         let _ = tokio::time::timeout(grace, drain).await;
         self.release().await;
     }
+}
+
+/// Why a pass over the outbox stopped.
+enum PassError {
+    /// The bus refused an event as bad: the next pass goes one row at a time and parks it.
+    Refused(String),
+    /// The bus or the database failed: the pass is tried again after a backoff.
+    Failed(String),
+}
+
+/// Whether `error` is the bus refusing the event itself, which no retry changes.
+fn refuses_the_event(error: &BusError) -> bool {
+    matches!(
+        error,
+        BusError::InvalidEvent(_) | BusError::EventTooLarge { .. }
+    )
 }

@@ -3,6 +3,9 @@
 //! lists and shows it; once the order's `order.placed` is there, re-driving the dead letter
 //! lets the wallet record the payment (its shipment then mints the order's reward), and a
 //! second re-drive of it is skipped. Selectors and IDs are checked (422, 404).
+//!
+//! An outbox row whose event breaks its contract (a service's bug) is parked by the relay on
+//! the dead-letter topic, and the rows behind it still go out.
 
 #[macro_use]
 mod common;
@@ -14,8 +17,10 @@ use chrono::Utc;
 use common::{start, Db, Platform};
 use ovasabi_events::commerce::{OrderPlaced, OrderShipped, PaymentCompleted, PaymentMethod};
 use ovasabi_events::{DomainEvent, Money};
+use ovasabi_services::relay::REASON_REFUSED;
 use ovasabi_services::users::UsersService;
 use ovasabi_services::wallet::WalletService;
+use ovasabi_store::{Outbox, Store};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -247,4 +252,123 @@ async fn a_dead_letter_is_listed_shown_and_redriven_once(db: Db) {
     platform.stop().await;
 }
 
-on_both!(a_dead_letter_is_listed_shown_and_redriven_once);
+async fn an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out(db: Db) {
+    let Some(platform) = start(
+        vec![Arc::new(UsersService)],
+        db,
+        "dlq: an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out",
+    )
+    .await
+    else {
+        return;
+    };
+    let payment = |id: &str| {
+        PaymentCompleted {
+            payment_id: id.to_owned(),
+            order_id: format!("order-{id}"),
+            amount: Money::new(500, "USD"),
+            method: PaymentMethod::Card,
+            provider_reference: None,
+            completed_at: Utc::now(),
+        }
+        .to_event("/ovasabi/commerce")
+    };
+    // A payment without its amount breaks the contract: the bus refuses it.
+    let (before, after) = (payment("pay-before"), payment("pay-after"));
+    let mut bad = payment("pay-bad");
+    let mut data: Value = serde_json::from_slice(bad.data.as_deref().unwrap()).unwrap();
+    data.as_object_mut().unwrap().remove("amount");
+    bad = bad.with_json(&data);
+
+    // A service's transaction writes the three rows; the relay meets them in one pass.
+    let store = Store::open(&platform.database, &[]).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    for event in [&before, &bad, &after] {
+        Outbox::append(&mut tx, PaymentCompleted::TOPIC, event)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    // The good ones go out, in order; the outbox empties.
+    let published = platform
+        .events(PaymentCompleted::TOPIC, 2, Duration::from_secs(15))
+        .await;
+    let ids: Vec<&str> = published.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, [before.id.as_str(), after.id.as_str()]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while store.outbox().pending().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "the outbox never emptied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The refused one is parked, with the reason and the field that broke the contract.
+    let listed = get_until(&platform, "/v1/dlq", Duration::from_secs(15), |b| {
+        b["items"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    let parked = &items[0];
+    assert_eq!(parked["event_id"], bad.id.as_str(), "{parked}");
+    assert_eq!(parked["topic"], PaymentCompleted::TOPIC, "{parked}");
+    assert_eq!(parked["dlq_topic"], "commerce.events.dlq", "{parked}");
+    assert_eq!(parked["reason"], REASON_REFUSED, "{parked}");
+    assert_eq!(parked["group"], Value::Null, "{parked}");
+    let error = parked["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("invalid event") && error.contains("amount"),
+        "{parked}"
+    );
+    assert_eq!(parked["event"]["data"]["payment_id"], "pay-bad", "{parked}");
+    let metrics = platform
+        .client
+        .get(format!("{}/metrics", platform.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "ovasabi_outbox_relay_parked_total 1"),
+        "{metrics}"
+    );
+
+    // Re-driving it as it is fails the same check, saying why; nothing reaches the topic.
+    let id = parked["id"].as_str().unwrap();
+    let report = platform
+        .post_ok("/v1/dlq/redrive", json!({"ids": [id]}))
+        .await;
+    assert_eq!(report["redriven"], json!([]), "{report}");
+    let failed = &report["failed"][0];
+    assert_eq!(failed["id"], id, "{report}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("amount")),
+        "{report}"
+    );
+    let again = platform
+        .events(PaymentCompleted::TOPIC, 2, Duration::from_secs(15))
+        .await;
+    assert_eq!(again.len(), 2, "{again:?}");
+    platform.stop().await;
+}
+
+on_both!(
+    a_dead_letter_is_listed_shown_and_redriven_once,
+    an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out,
+);
+
+mod nats_postgresql {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out() {
+        super::an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out(
+            super::Db::NatsPostgres,
+        )
+        .await;
+    }
+}
