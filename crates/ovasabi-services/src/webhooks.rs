@@ -37,6 +37,10 @@
 //!   consumer's span that queued the delivery, and the `traceparent` sent is its own.
 //! - Each event is queued per matching endpoint in the same transaction that records it in
 //!   the consumer's inbox: the queue is durable, a restart resumes it, nothing queued is lost.
+//!   The intake keeps the active and paused endpoints in memory, with the version of
+//!   `webhook_endpoints_version` they were read at; database triggers raise that version
+//!   with every change to an endpoint's partner, filters or state and to a partner's
+//!   permissions, whoever makes it, and each event reads it (one row) before matching.
 //! - Attempts follow [`SCHEDULE`]: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h
 //!   after the previous failure, each delay ±20 % jitter. A request times out after 15 s;
 //!   2xx is success, anything else (3xx included: redirects are not followed) a failure.
@@ -239,6 +243,43 @@ const MIGRATIONS: MigrationSet = MigrationSet::new(
         );
         CREATE INDEX webhook_feed_at ON webhook_feed (at);",
         ),
+        Migration::per_backend(
+            3,
+            "webhook_endpoints_version",
+            "CREATE TABLE webhook_endpoints_version (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            version BIGINT NOT NULL
+        );
+        INSERT INTO webhook_endpoints_version (id, version) VALUES (1, 0);
+        CREATE TRIGGER webhook_endpoints_inserted AFTER INSERT ON webhook_endpoints
+        BEGIN UPDATE webhook_endpoints_version SET version = version + 1 WHERE id = 1; END;
+        CREATE TRIGGER webhook_endpoints_deleted AFTER DELETE ON webhook_endpoints
+        BEGIN UPDATE webhook_endpoints_version SET version = version + 1 WHERE id = 1; END;
+        CREATE TRIGGER webhook_endpoints_updated
+        AFTER UPDATE OF partner_id, filters, state ON webhook_endpoints
+        BEGIN UPDATE webhook_endpoints_version SET version = version + 1 WHERE id = 1; END;
+        CREATE TRIGGER webhook_partners_deleted AFTER DELETE ON webhook_partners
+        BEGIN UPDATE webhook_endpoints_version SET version = version + 1 WHERE id = 1; END;
+        CREATE TRIGGER webhook_partners_updated AFTER UPDATE OF permitted ON webhook_partners
+        BEGIN UPDATE webhook_endpoints_version SET version = version + 1 WHERE id = 1; END;",
+            "CREATE TABLE webhook_endpoints_version (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            version BIGINT NOT NULL
+        );
+        INSERT INTO webhook_endpoints_version (id, version) VALUES (1, 0);
+        CREATE FUNCTION webhook_endpoints_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE webhook_endpoints_version SET version = version + 1 WHERE id = 1;
+            RETURN NULL;
+        END
+        $$;
+        CREATE TRIGGER webhook_endpoints_changed
+        AFTER INSERT OR DELETE OR UPDATE OF partner_id, filters, state ON webhook_endpoints
+        FOR EACH STATEMENT EXECUTE FUNCTION webhook_endpoints_changed();
+        CREATE TRIGGER webhook_partners_changed
+        AFTER DELETE OR UPDATE OF permitted ON webhook_partners
+        FOR EACH STATEMENT EXECUTE FUNCTION webhook_endpoints_changed();",
+        ),
     ],
 );
 
@@ -360,6 +401,7 @@ impl Service for WebhooksService {
                     clock: self.clock.clone(),
                     wake: self.wake.clone(),
                     streams: self.streams.clone(),
+                    endpoints: Mutex::default(),
                 },
             )),
         )?])
@@ -1451,6 +1493,69 @@ struct Intake {
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     streams: Arc<Notify>,
+    /// The endpoints that may receive events, as of a version of
+    /// `webhook_endpoints_version` (which triggers raise on every change of an endpoint's
+    /// partner, filters or state, and of a partner's permissions, by any process).
+    endpoints: Mutex<Option<(i64, Arc<[Receiver]>)>>,
+}
+
+/// An active or paused endpoint, and what it may receive.
+struct Receiver {
+    id: String,
+    filters: Vec<String>,
+    permitted: Vec<String>,
+}
+
+impl Receiver {
+    fn wants(&self, ty: &str) -> bool {
+        self.filters.iter().any(|f| type_matches(f, ty))
+            && self.permitted.iter().any(|p| type_matches(p, ty))
+    }
+}
+
+impl Intake {
+    /// The endpoints that may receive events, read again only when the version changed.
+    async fn receivers(
+        &self,
+        tx: &mut ovasabi_store::Transaction,
+    ) -> Result<Arc<[Receiver]>, ovasabi_store::StoreError> {
+        let version: i64 = tx
+            .query_one(
+                "SELECT version FROM webhook_endpoints_version WHERE id = 1",
+                &[],
+            )
+            .await?
+            .get("version")?;
+        if let Some((cached, receivers)) =
+            &*self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+        {
+            if *cached == version {
+                return Ok(receivers.clone());
+            }
+        }
+        // Read after the version: at least as new as it, so the pair never goes stale.
+        let rows = tx
+            .query(
+                "SELECT e.id, e.filters, p.permitted FROM webhook_endpoints e
+                 JOIN webhook_partners p ON p.id = e.partner_id
+                 WHERE e.state IN ('active', 'paused')",
+                &[],
+            )
+            .await?;
+        let mut receivers = Vec::with_capacity(rows.len());
+        for row in &rows {
+            receivers.push(Receiver {
+                id: row.get("id")?,
+                filters: serde_json::from_str(&row.get::<String>("filters")?).unwrap_or_default(),
+                permitted: serde_json::from_str(&row.get::<String>("permitted")?)
+                    .unwrap_or_default(),
+            });
+        }
+        let receivers: Arc<[Receiver]> = receivers.into();
+        *self.endpoints.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((version, receivers.clone()));
+        Ok(receivers)
+    }
 }
 
 #[async_trait]
@@ -1483,33 +1588,14 @@ impl Reaction for Intake {
         )
         .await
         .map_err(&failed)?;
-        let endpoints = tx
-            .query(
-                "SELECT e.id, e.filters, p.permitted FROM webhook_endpoints e
-                 JOIN webhook_partners p ON p.id = e.partner_id
-                 WHERE e.state IN ('active', 'paused')",
-                &[],
+        let receivers = self.receivers(tx).await.map_err(&failed)?;
+        for receiver in receivers.iter().filter(|r| r.wants(&event.ty)) {
+            tx.execute(
+                INSERT_DELIVERY,
+                &delivery_params(&receiver.id, &event.id, event, now),
             )
             .await
             .map_err(&failed)?;
-        for endpoint in &endpoints {
-            let filters: Vec<String> =
-                serde_json::from_str(&endpoint.get::<String>("filters").map_err(&failed)?)
-                    .unwrap_or_default();
-            let permitted: Vec<String> =
-                serde_json::from_str(&endpoint.get::<String>("permitted").map_err(&failed)?)
-                    .unwrap_or_default();
-            if filters.iter().any(|f| type_matches(f, &event.ty))
-                && permitted.iter().any(|p| type_matches(p, &event.ty))
-            {
-                let id: String = endpoint.get("id").map_err(&failed)?;
-                tx.execute(
-                    INSERT_DELIVERY,
-                    &delivery_params(&id, &event.id, event, now),
-                )
-                .await
-                .map_err(&failed)?;
-            }
         }
         Ok(false)
     }

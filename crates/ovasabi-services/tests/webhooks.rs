@@ -4,7 +4,8 @@
 //! see only their own endpoints; retries follow the schedule on a clock the test moves;
 //! `410 Gone` stops delivery after one response; `429` waits as long as asked; a slow
 //! endpoint does not hold up another partner's; a restart in the middle of the retries
-//! loses nothing; the SSRF guard refuses private targets at registration.
+//! loses nothing; the SSRF guard refuses private targets at registration; the intake,
+//! which keeps the endpoints in memory, follows changes another process makes to them.
 
 #[macro_use]
 mod common;
@@ -29,6 +30,7 @@ use serde_json::{json, Value};
 on_both!(
     deliveries_are_signed_and_partners_get_only_what_they_may,
     a_restart_in_the_middle_of_the_retries_loses_nothing,
+    the_intake_follows_endpoint_changes_made_by_another_process,
 );
 
 /// One request the receiver got.
@@ -463,6 +465,129 @@ async fn place_order(p: &Platform, email: &str) {
     let user = p.post_ok("/v1/users", json!({"email": email})).await;
     p.post_ok("/v1/orders", order_of(user["id"].as_str().unwrap(), 1000))
         .await;
+}
+
+/// The `order.placed` deliveries queued for `endpoint`, once the intake has handled
+/// `placed` such events in all.
+async fn queued_after(store: &Store, endpoint: &str, placed: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let handled: i64 = store
+            .query_one(
+                "SELECT COUNT(*) AS n FROM webhook_feed WHERE event_type = 'order.placed'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get("n")
+            .unwrap();
+        if handled >= placed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the intake handled {handled} orders, not {placed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store
+        .query_one(
+            "SELECT COUNT(*) AS n FROM webhook_deliveries WHERE endpoint_id = $1 AND event_type = 'order.placed'",
+            ovasabi_store::params![endpoint],
+        )
+        .await
+        .unwrap()
+        .get("n")
+        .unwrap()
+}
+
+async fn the_intake_follows_endpoint_changes_made_by_another_process(db: Db) {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let Some(p) = common::start(services(&clock), db, "webhooks_endpoint_changes").await else {
+        return;
+    };
+    let (_receiver, base) = Receiver::start().await;
+    let acme = partner(&p, "acme", &["order.*"]).await;
+    let (hook, _) = register(&p, &acme, &format!("{base}/ok-acme"), &["order.*"]).await;
+    // Another process's connection to the same database.
+    let other = Store::open(&p.database, &[]).await.unwrap();
+
+    place_order(&p, "one@example.com").await;
+    assert_eq!(queued_after(&other, &hook, 1).await, 1);
+
+    // Its filters changed elsewhere to a type it is not permitted: nothing more is queued.
+    other
+        .execute(
+            "UPDATE webhook_endpoints SET filters = '[\"user.*\"]' WHERE id = $1",
+            ovasabi_store::params![hook.as_str()],
+        )
+        .await
+        .unwrap();
+    place_order(&p, "two@example.com").await;
+    assert_eq!(queued_after(&other, &hook, 2).await, 1);
+
+    // Back to orders: queued again.
+    other
+        .execute(
+            "UPDATE webhook_endpoints SET filters = '[\"order.placed\"]' WHERE id = $1",
+            ovasabi_store::params![hook.as_str()],
+        )
+        .await
+        .unwrap();
+    place_order(&p, "three@example.com").await;
+    assert_eq!(queued_after(&other, &hook, 3).await, 2);
+
+    // The partner's permissions withdrawn elsewhere: nothing queued.
+    other
+        .execute(
+            "UPDATE webhook_partners SET permitted = '[]' WHERE name = 'acme'",
+            &[],
+        )
+        .await
+        .unwrap();
+    place_order(&p, "four@example.com").await;
+    assert_eq!(queued_after(&other, &hook, 4).await, 2);
+    other
+        .execute(
+            "UPDATE webhook_partners SET permitted = '[\"order.*\"]' WHERE name = 'acme'",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // Disabled elsewhere, then removed: nothing queued.
+    other
+        .execute(
+            "UPDATE webhook_endpoints SET state = 'disabled' WHERE id = $1",
+            ovasabi_store::params![hook.as_str()],
+        )
+        .await
+        .unwrap();
+    place_order(&p, "five@example.com").await;
+    assert_eq!(queued_after(&other, &hook, 5).await, 2);
+    other
+        .execute(
+            "UPDATE webhook_endpoints SET state = 'active' WHERE id = $1",
+            ovasabi_store::params![hook.as_str()],
+        )
+        .await
+        .unwrap();
+    place_order(&p, "six@example.com").await;
+    assert_eq!(queued_after(&other, &hook, 6).await, 3);
+    let (status, _) = call(
+        &p,
+        reqwest::Method::DELETE,
+        &format!("/v1/webhooks/{hook}"),
+        Some(&acme),
+        None,
+    )
+    .await;
+    assert!(status.is_success(), "{status}");
+    // A second endpoint, created after the others were read, gets the next order.
+    let (second, _) = register(&p, &acme, &format!("{base}/ok-second"), &["order.*"]).await;
+    place_order(&p, "seven@example.com").await;
+    assert_eq!(queued_after(&other, &second, 7).await, 1);
+    p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
