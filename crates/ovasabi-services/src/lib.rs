@@ -30,6 +30,7 @@ pub mod content;
 pub mod dashboard;
 pub mod dlq;
 pub mod http;
+mod live;
 pub mod messaging;
 pub mod metrics;
 pub mod moderation;

@@ -59,7 +59,6 @@
 //! and `notification_users` (user → email).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,9 +66,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -91,6 +89,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{Api, ApiError, RequestMeta};
+use crate::live;
 use crate::reactor::{Reaction, Reactor};
 use crate::runtime::{ConsumerSpec, Context, Service, ServiceError, Task};
 use crate::users::body::Body;
@@ -1208,32 +1207,23 @@ async fn stream(State(shared): State<Shared>, request: Request) -> Result<Respon
     let query = paging::query(query, &["user_id", "after"])?;
     let user = check_user_id("user_id", query.get("user_id").map_or("", String::as_str))?;
     let after = resume_point(query.get("after"), &parts.headers)?;
-    let upgrade = parts
-        .headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let feed = Feed {
         store: shared.api.store.clone(),
         hub: shared.hub.clone(),
         user,
         after,
     };
-    if upgrade {
-        let ws = WebSocketUpgrade::from_request_parts(&mut parts, &shared)
-            .await
-            .map_err(|e| ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "invalid_upgrade",
-                message: format!(
-                    "the WebSocket upgrade cannot be accepted: {}",
-                    e.body_text()
-                ),
-                field: None,
-            })?;
-        return Ok(ws.on_upgrade(move |socket| feed.websocket(socket)));
+    if let Some(ws) = live::upgrade(&mut parts, &shared).await? {
+        return Ok(ws.on_upgrade(move |socket| {
+            live::websocket(feed, socket, |item: Value| item.to_string())
+        }));
     }
-    let events = futures_stream(feed);
+    let events = live::sse(feed, None, |item: Value| {
+        SseEvent::default()
+            .event("notification")
+            .id(item["number"].to_string())
+            .data(item.to_string())
+    });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -1267,7 +1257,15 @@ struct Feed {
     after: i64,
 }
 
-impl Feed {
+#[async_trait]
+impl live::Feed for Feed {
+    type Item = Value;
+    const RETRY: Duration = POLL;
+
+    fn describe(&self) -> String {
+        format!("notification stream of user {}", self.user)
+    }
+
     /// The next notifications after the last sent, waiting for one if there are none.
     async fn next_batch(&mut self) -> Result<Vec<Value>, ApiError> {
         loop {
@@ -1305,66 +1303,6 @@ impl Feed {
             }
         }
     }
-
-    async fn websocket(mut self, mut socket: WebSocket) {
-        loop {
-            tokio::select! {
-                batch = self.next_batch() => {
-                    let batch = match batch {
-                        Ok(batch) => batch,
-                        Err(e) => {
-                            tracing::warn!(user = %self.user, "notification stream: {}", e.message);
-                            tokio::time::sleep(POLL).await;
-                            continue;
-                        }
-                    };
-                    for item in batch {
-                        if socket.send(WsMessage::Text(item.to_string().into())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                incoming = socket.recv() => match incoming {
-                    None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-    }
-}
-
-/// The SSE events of `feed`.
-fn futures_stream(
-    feed: Feed,
-) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
-    let (tx, events) = crate::http::sse_channel(64);
-    tokio::spawn(async move {
-        let mut feed = feed;
-        loop {
-            let batch = tokio::select! {
-                _ = tx.closed() => return,
-                batch = feed.next_batch() => batch,
-            };
-            match batch {
-                Ok(batch) => {
-                    for item in batch {
-                        let event = SseEvent::default()
-                            .event("notification")
-                            .id(item["number"].to_string())
-                            .data(item.to_string());
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(user = %feed.user, "notification stream: {}", e.message);
-                    tokio::time::sleep(POLL).await;
-                }
-            }
-        }
-    });
-    events
 }
 
 fn openapi() -> Value {

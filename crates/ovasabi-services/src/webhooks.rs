@@ -84,15 +84,13 @@
 //!   transaction leaves a permanent hole, which costs a reader that wait once).
 
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -113,6 +111,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::http::{Api, ApiError, RequestMeta};
+use crate::live;
 use crate::reactor::{Reaction, Reactor};
 use crate::relay::RelayHandle;
 use crate::runtime::{ConsumerSpec, Context, Service, ServiceError, Task};
@@ -1241,11 +1240,6 @@ async fn stream(State(s): State<Shared>, request: Request) -> Result<Response, A
         Query::from_request_parts(&mut parts, &s).await;
     let query = paging::query(query, &["after"])?;
     let (after, note) = stream_start(&s.api.store, query.get("after"), &parts.headers).await?;
-    let upgrade = parts
-        .headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let feed = PartnerFeed {
         store: s.api.store.clone(),
         streams: s.streams.clone(),
@@ -1254,21 +1248,26 @@ async fn stream(State(s): State<Shared>, request: Request) -> Result<Response, A
         after,
         gap: None,
     };
-    if upgrade {
-        let ws = WebSocketUpgrade::from_request_parts(&mut parts, &s)
-            .await
-            .map_err(|e| ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "invalid_upgrade",
-                message: format!(
-                    "the WebSocket upgrade cannot be accepted: {}",
-                    e.body_text()
-                ),
-                field: None,
-            })?;
-        return Ok(ws.on_upgrade(move |socket| feed.websocket(socket)));
+    if let Some(ws) = live::upgrade(&mut parts, &s).await? {
+        return Ok(ws.on_upgrade(move |socket| {
+            live::websocket(feed, socket, |item: FeedItem| {
+                let event =
+                    serde_json::from_str::<Value>(&item.body).unwrap_or(Value::String(item.body));
+                json!({"seq": item.seq, "event": event}).to_string()
+            })
+        }));
     }
-    Ok(Sse::new(sse_events(feed, note))
+    let events = live::sse(
+        feed,
+        Some(SseEvent::default().comment(note)),
+        |item: FeedItem| {
+            SseEvent::default()
+                .id(item.seq.to_string())
+                .event(item.ty)
+                .data(item.body)
+        },
+    );
+    Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
 }
@@ -1346,7 +1345,15 @@ struct PartnerFeed {
     gap: Option<(i64, std::time::Instant)>,
 }
 
-impl PartnerFeed {
+#[async_trait]
+impl live::Feed for PartnerFeed {
+    type Item = FeedItem;
+    const RETRY: Duration = STREAM_POLL;
+
+    fn describe(&self) -> String {
+        format!("partner stream of {}", self.partner)
+    }
+
     /// The next permitted events after the last passed, waiting for one if there are none.
     async fn next_batch(&mut self) -> Result<Vec<FeedItem>, ApiError> {
         loop {
@@ -1416,74 +1423,6 @@ impl PartnerFeed {
             }
         }
     }
-
-    async fn websocket(mut self, mut socket: WebSocket) {
-        loop {
-            tokio::select! {
-                batch = self.next_batch() => {
-                    let batch = match batch {
-                        Ok(batch) => batch,
-                        Err(e) => {
-                            tracing::warn!(partner = %self.partner, "partner stream: {}", e.message);
-                            tokio::time::sleep(STREAM_POLL).await;
-                            continue;
-                        }
-                    };
-                    for item in batch {
-                        let event = serde_json::from_str::<Value>(&item.body)
-                            .unwrap_or(Value::String(item.body));
-                        let text = json!({"seq": item.seq, "event": event}).to_string();
-                        if socket.send(WsMessage::Text(text.into())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                incoming = socket.recv() => match incoming {
-                    None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-    }
-}
-
-/// The SSE events of `feed`, after a comment saying where it starts (`note`); the task
-/// reading the feed ends when the client goes away.
-fn sse_events(
-    feed: PartnerFeed,
-    note: String,
-) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
-    let (tx, events) = crate::http::sse_channel(64);
-    tokio::spawn(async move {
-        let mut feed = feed;
-        if tx.send(SseEvent::default().comment(note)).await.is_err() {
-            return;
-        }
-        loop {
-            let batch = tokio::select! {
-                _ = tx.closed() => return,
-                batch = feed.next_batch() => batch,
-            };
-            match batch {
-                Ok(batch) => {
-                    for item in batch {
-                        let event = SseEvent::default()
-                            .id(item.seq.to_string())
-                            .event(item.ty)
-                            .data(item.body);
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(partner = %feed.partner, "partner stream: {}", e.message);
-                    tokio::time::sleep(STREAM_POLL).await;
-                }
-            }
-        }
-    });
-    events
 }
 
 // ---------------------------------------------------------------------------------------
