@@ -321,15 +321,7 @@ async fn an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out(db: Db
         "{parked}"
     );
     assert_eq!(parked["event"]["data"]["payment_id"], "pay-bad", "{parked}");
-    let metrics = platform
-        .client
-        .get(format!("{}/metrics", platform.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = platform.text("/metrics").await;
     assert!(
         metrics
             .lines()

@@ -427,15 +427,7 @@ async fn deliveries_are_signed_and_partners_get_only_what_they_may(db: Db) {
     .await;
     assert_eq!(shown["deliveries"]["delivered"], 3, "{shown}");
     // The same per endpoint in the Prometheus metrics.
-    let metrics = p
-        .client
-        .get(format!("{}/metrics", p.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.text("/metrics").await;
     let line = format!(
         "ovasabi_webhook_endpoint_deliveries{{endpoint=\"{acme_hook}\",status=\"delivered\"}} 3"
     );
@@ -515,65 +507,55 @@ async fn the_intake_follows_endpoint_changes_made_by_another_process(db: Db) {
     place_order(&p, "one@example.com").await;
     assert_eq!(queued_after(&other, &hook, 1).await, 1);
 
-    // Its filters changed elsewhere to a type it is not permitted: nothing more is queued.
-    other
-        .execute(
-            "UPDATE webhook_endpoints SET filters = '[\"user.*\"]' WHERE id = $1",
-            ovasabi_store::params![hook.as_str()],
-        )
-        .await
-        .unwrap();
-    place_order(&p, "two@example.com").await;
-    assert_eq!(queued_after(&other, &hook, 2).await, 1);
-
-    // Back to orders: queued again.
-    other
-        .execute(
-            "UPDATE webhook_endpoints SET filters = '[\"order.placed\"]' WHERE id = $1",
-            ovasabi_store::params![hook.as_str()],
-        )
-        .await
-        .unwrap();
-    place_order(&p, "three@example.com").await;
-    assert_eq!(queued_after(&other, &hook, 3).await, 2);
-
-    // The partner's permissions withdrawn elsewhere: nothing queued.
-    other
-        .execute(
-            "UPDATE webhook_partners SET permitted = '[]' WHERE name = 'acme'",
-            &[],
-        )
-        .await
-        .unwrap();
-    place_order(&p, "four@example.com").await;
-    assert_eq!(queued_after(&other, &hook, 4).await, 2);
-    other
-        .execute(
-            "UPDATE webhook_partners SET permitted = '[\"order.*\"]' WHERE name = 'acme'",
-            &[],
-        )
-        .await
-        .unwrap();
-
-    // Disabled elsewhere, then removed: nothing queued.
-    other
-        .execute(
-            "UPDATE webhook_endpoints SET state = 'disabled' WHERE id = $1",
-            ovasabi_store::params![hook.as_str()],
-        )
-        .await
-        .unwrap();
-    place_order(&p, "five@example.com").await;
-    assert_eq!(queued_after(&other, &hook, 5).await, 2);
-    other
-        .execute(
-            "UPDATE webhook_endpoints SET state = 'active' WHERE id = $1",
-            ovasabi_store::params![hook.as_str()],
-        )
-        .await
-        .unwrap();
-    place_order(&p, "six@example.com").await;
-    assert_eq!(queued_after(&other, &hook, 6).await, 3);
+    // Each change made elsewhere, then an order: the endpoint's queued orders after it.
+    let partner_of = "(SELECT partner_id FROM webhook_endpoints WHERE id = $1)";
+    let steps = [
+        (
+            "filters changed to a type the partner is not permitted",
+            "UPDATE webhook_endpoints SET filters = '[\"user.*\"]' WHERE id = $1".to_owned(),
+            1,
+        ),
+        (
+            "filters back to orders",
+            "UPDATE webhook_endpoints SET filters = '[\"order.placed\"]' WHERE id = $1".to_owned(),
+            2,
+        ),
+        (
+            "the partner's permissions withdrawn",
+            format!("UPDATE webhook_partners SET permitted = '[]' WHERE id = {partner_of}"),
+            2,
+        ),
+        (
+            "the partner's permissions given back",
+            format!(
+                "UPDATE webhook_partners SET permitted = '[\"order.*\"]' WHERE id = {partner_of}"
+            ),
+            3,
+        ),
+        (
+            "disabled",
+            "UPDATE webhook_endpoints SET state = 'disabled' WHERE id = $1".to_owned(),
+            3,
+        ),
+        (
+            "active again",
+            "UPDATE webhook_endpoints SET state = 'active' WHERE id = $1".to_owned(),
+            4,
+        ),
+    ];
+    for (n, (what, sql, queued)) in steps.iter().enumerate() {
+        other
+            .execute(sql, ovasabi_store::params![hook.as_str()])
+            .await
+            .unwrap();
+        place_order(&p, &format!("order-{n}@example.com")).await;
+        assert_eq!(
+            queued_after(&other, &hook, n as i64 + 2).await,
+            *queued,
+            "after: {what}"
+        );
+    }
+    // Removed; a second endpoint, created after the others were read, gets the next order.
     let (status, _) = call(
         &p,
         reqwest::Method::DELETE,
@@ -583,10 +565,12 @@ async fn the_intake_follows_endpoint_changes_made_by_another_process(db: Db) {
     )
     .await;
     assert!(status.is_success(), "{status}");
-    // A second endpoint, created after the others were read, gets the next order.
     let (second, _) = register(&p, &acme, &format!("{base}/ok-second"), &["order.*"]).await;
-    place_order(&p, "seven@example.com").await;
-    assert_eq!(queued_after(&other, &second, 7).await, 1);
+    place_order(&p, "last@example.com").await;
+    assert_eq!(
+        queued_after(&other, &second, steps.len() as i64 + 2).await,
+        1
+    );
     p.stop().await;
 }
 

@@ -99,6 +99,18 @@ impl Platform {
         }
     }
 
+    /// `GET path`'s body as text (panics unless the answer is 200).
+    pub async fn text(&self, path: &str) -> String {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.text().await.unwrap()
+    }
+
     /// POSTs `body` as JSON (with an `Idempotency-Key` when given); the status, the JSON
     /// answer and the headers.
     pub async fn post(
