@@ -276,3 +276,109 @@ fn status_on_nats_reports_a_namespaces_topics_and_lag() {
     );
     assert_eq!(after_tail["lag"], 0, "{after_tail}");
 }
+
+/// The names of the streams on the server at `url` (every namespace's).
+async fn stream_names(url: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let client = ovasabi_nats::async_nats::connect(url).await.unwrap();
+    let js = ovasabi_nats::async_nats::jetstream::new(client);
+    js.streams()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|info| info.config.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_http_measures_on_nats_and_postgresql_and_leaves_nothing_behind() {
+    const TEST: &str = "bench_http_measures_on_nats_and_postgresql_and_leaves_nothing_behind";
+    let Some(server) = ovasabi_nats::testing::server_or_skip(TEST) else {
+        return;
+    };
+    let Some(db) = ovasabi_store::testing::postgres_or_skip(TEST).await else {
+        return;
+    };
+    let schemas = |store: ovasabi_store::Store| async move {
+        store
+            .query_one(
+                "SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name LIKE 'bench\\_%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<i64>("n")
+            .unwrap()
+    };
+    let store = ovasabi_store::Store::open(&db.config(), &[]).await.unwrap();
+    let schemas_before = schemas(store.clone()).await;
+    let bench_streams = |names: Vec<String>| {
+        names
+            .into_iter()
+            .filter(|n| n.contains("_ns_bench-"))
+            .collect::<Vec<_>>()
+    };
+    let streams_before = bench_streams(stream_names(&server.url).await);
+
+    let url = server.url.clone();
+    let database = db.database_url();
+    let output = tokio::task::spawn_blocking(move || {
+        ovasabi(
+            &url,
+            &[
+                "--db",
+                &database,
+                "bench",
+                "http",
+                "--load",
+                "builtin",
+                "--requests",
+                "200",
+                "--rounds",
+                "1",
+                "--format",
+                "json",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&output)).unwrap();
+    assert_eq!(report["bus"], "nats", "{report}");
+    assert_eq!(report["database"], "postgresql", "{report}");
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{report}");
+    for row in rows {
+        assert!(row["value"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["ratio"].as_f64().unwrap() > 0.0, "{row}");
+    }
+
+    // Each measurement's namespace and schema are gone.
+    assert_eq!(
+        bench_streams(stream_names(&server.url).await),
+        streams_before
+    );
+    assert_eq!(schemas(store).await, schemas_before);
+
+    // A SQLite URL is refused, saying why.
+    let url = server.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        ovasabi(
+            &url,
+            &[
+                "--db",
+                "sqlite:///tmp/x.db",
+                "bench",
+                "http",
+                "--requests",
+                "10",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PostgreSQL URL"), "{stderr}");
+}

@@ -32,7 +32,7 @@ pub(crate) async fn run(global: &Global, cmd: BenchCommand) -> Result<(), Failur
         BenchCommand::Bus(args) => bench_bus(args).await,
         BenchCommand::Nats(args) => nats::bench_nats(global, args).await,
         BenchCommand::Contracts(args) => contracts::bench_contracts(args).await,
-        BenchCommand::Http(args) => http::bench_http(args).await,
+        BenchCommand::Http(args) => http::bench_http(global, args).await,
     }
 }
 

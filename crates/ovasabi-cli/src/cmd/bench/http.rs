@@ -4,6 +4,9 @@
 //!
 //! Each measurement runs the service in this process (embedded bus with contract checks,
 //! SQLite in a fresh directory, the outbox relay) with its HTTP API on a free local port.
+//! With `--bus nats://…` it runs on NATS JetStream instead, in a fresh namespace
+//! (`bench-<token>`), and with `--db postgres://…` on PostgreSQL, in a fresh schema
+//! (`bench_<token>`); both are deleted after the measurement, whatever its outcome.
 //! The load comes from `wrk` in a process of its own when it is installed (`--load wrk`),
 //! else from a client in this process (`--load builtin`, which shares the server's cores,
 //! so its absolute numbers are lower). Either keeps `--connections` requests in flight over
@@ -19,12 +22,12 @@ use tokio::process::Command;
 use ovasabi_core::Bus;
 use ovasabi_embedded::{EmbeddedBus, EmbeddedConfig};
 use ovasabi_services::{Runtime, Service, Settings};
-use ovasabi_store::StoreConfig;
+use ovasabi_store::{Backend, Store, StoreConfig};
 use serde_json::{json, Value};
 
 use super::{print_table, progress, Row};
-use crate::cli::{BenchHttpArgs, Format, LoadGenerator};
-use crate::cmd::contracts_of;
+use crate::cli::{BenchHttpArgs, Format, Global, LoadGenerator};
+use crate::cmd::{bus_choice, contracts_of, BusChoice};
 use crate::failure::Failure;
 use crate::output::outln;
 
@@ -122,15 +125,160 @@ struct Load {
     p99_ms: f64,
 }
 
+/// Where the measurements run: the embedded bus or NATS, SQLite or PostgreSQL.
+struct Backends {
+    /// NATS JetStream's URL (else the embedded bus).
+    nats: Option<String>,
+    /// PostgreSQL (else SQLite).
+    postgres: Option<StoreConfig>,
+}
+
+impl Backends {
+    /// From `--bus` and `--db`.
+    fn of(global: &Global) -> Result<Backends, Failure> {
+        let nats = match bus_choice(global)? {
+            BusChoice::Nats(url) => Some(url),
+            BusChoice::Embedded => None,
+        };
+        if global
+            .namespace
+            .as_deref()
+            .is_some_and(|n| !n.trim().is_empty())
+        {
+            return Err(Failure::usage(
+                "--namespace: bench http measures in namespaces of its own (`bench-<token>`, deleted afterwards); leave it out",
+            ));
+        }
+        let postgres = match global
+            .db
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
+            None => None,
+            Some(url) => {
+                let config =
+                    StoreConfig::from_url(url).map_err(|e| Failure::usage(format!("--db: {e}")))?;
+                if config.backend() != Backend::Postgres {
+                    return Err(Failure::usage(
+                        "--db: bench http makes a SQLite database of its own for each measurement; give a PostgreSQL URL (postgres://…) to measure on PostgreSQL, or leave --db out",
+                    ));
+                }
+                Some(config)
+            }
+        };
+        Ok(Backends { nats, postgres })
+    }
+
+    /// For people: what the measurements run on.
+    fn describe(&self) -> String {
+        let bus = match &self.nats {
+            Some(url) => format!("NATS JetStream at {url}"),
+            None => "the embedded bus".to_owned(),
+        };
+        let db = match &self.postgres {
+            Some(config) => format!("PostgreSQL ({config})"),
+            None => "SQLite".to_owned(),
+        };
+        format!("{bus} and {db}")
+    }
+}
+
+/// A name part no other measurement uses: the process, the time and a counter.
+fn token() -> String {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{:x}{:x}{}",
+        std::process::id(),
+        nanos,
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One measurement on fresh storage, which is deleted afterwards whatever the outcome.
 async fn measure(
     target: &Target,
     args: &BenchHttpArgs,
+    backends: &Backends,
     publish: bool,
     wrk: bool,
 ) -> Result<Measured, Failure> {
     let dir = tempfile::tempdir().map_err(|e| Failure::runtime(e.to_string()))?;
-    let inner: Arc<dyn Bus> =
-        Arc::new(EmbeddedBus::open(EmbeddedConfig::new(dir.path().join("bus"))).await?);
+    let token = token();
+    let namespace = format!("bench-{token}");
+    let database = match &backends.postgres {
+        Some(config) => config
+            .clone()
+            .with_schema(&format!("bench_{token}"))
+            .map_err(|e| Failure::runtime(e.to_string()))?,
+        None => StoreConfig::sqlite(dir.path().join("ovasabi.db")),
+    };
+    let inner: Arc<dyn Bus> = match &backends.nats {
+        Some(url) => Arc::new(
+            ovasabi_nats::NatsBus::connect(
+                ovasabi_nats::NatsConfig::new(url).namespace(namespace.clone()),
+            )
+            .await?,
+        ),
+        None => Arc::new(EmbeddedBus::open(EmbeddedConfig::new(dir.path().join("bus"))).await?),
+    };
+    let outcome = measure_on(target, args, inner, &database, &dir, publish, wrk).await;
+    if let Some(url) = &backends.nats {
+        if let Err(e) = delete_namespace(url, &namespace).await {
+            eprintln!("note: deleting the NATS namespace {namespace}: {e}");
+        }
+    }
+    if backends.postgres.is_some() {
+        if let Err(e) = drop_schema(&database).await {
+            eprintln!("note: dropping the PostgreSQL schema bench_{token}: {e}");
+        }
+    }
+    outcome
+}
+
+/// Deletes every stream of `namespace` on the NATS server at `url`.
+async fn delete_namespace(url: &str, namespace: &str) -> Result<(), ovasabi_core::BusError> {
+    let bus = ovasabi_nats::NatsBus::connect(
+        ovasabi_nats::NatsConfig::new(url).namespace(namespace.to_owned()),
+    )
+    .await?;
+    let status = ovasabi_nats::provision::status(&bus).await;
+    let deleted = async {
+        for stream in &status?.streams {
+            bus.delete_topic(&stream.topic).await?;
+        }
+        Ok(())
+    }
+    .await;
+    let _ = bus.close().await;
+    deleted
+}
+
+/// Drops the schema `database` keeps its tables in.
+async fn drop_schema(database: &StoreConfig) -> Result<(), ovasabi_store::StoreError> {
+    let Some(schema) = database.schema() else {
+        return Ok(());
+    };
+    let store = Store::open(database, &[]).await?;
+    store
+        .execute(&format!("DROP SCHEMA {schema} CASCADE"), &[])
+        .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure_on(
+    target: &Target,
+    args: &BenchHttpArgs,
+    inner: Arc<dyn Bus>,
+    database: &StoreConfig,
+    dir: &tempfile::TempDir,
+    publish: bool,
+    wrk: bool,
+) -> Result<Measured, Failure> {
     let bus: Arc<dyn Bus> = Arc::new(ovasabi_schema::ValidatingBus::new(
         inner,
         contracts_of(None)?,
@@ -142,14 +290,9 @@ async fn measure(
         ..Settings::default()
     };
     let services = vec![(target.service)()];
-    let runtime = Runtime::start(
-        &services,
-        bus.clone(),
-        &StoreConfig::sqlite(dir.path().join("ovasabi.db")),
-        settings,
-    )
-    .await
-    .map_err(|e| Failure::runtime(e.to_string()))?;
+    let runtime = Runtime::start(&services, bus.clone(), database, settings)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?;
     let addr = runtime.http_addr().expect("listening");
     let relay = runtime.relay().cloned();
     let url = format!("http://{addr}{}", target.path);
@@ -354,7 +497,8 @@ fn parse_wrk(text: &str) -> Result<Load, String> {
     })
 }
 
-pub(super) async fn bench_http(args: BenchHttpArgs) -> Result<(), Failure> {
+pub(super) async fn bench_http(global: &Global, args: BenchHttpArgs) -> Result<(), Failure> {
+    let backends = Backends::of(global)?;
     let target = match args.endpoint.as_str() {
         "orders" => orders_target(),
         "users" => users_target(),
@@ -385,6 +529,7 @@ pub(super) async fn bench_http(args: BenchHttpArgs) -> Result<(), Failure> {
         ));
     }
     let rounds = args.rounds.max(1);
+    progress(format, &format!("on {}", backends.describe()));
     let (mut offs, mut ons) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // Alternate which side goes first, so a machine warming up or slowing down
@@ -407,7 +552,7 @@ pub(super) async fn bench_http(args: BenchHttpArgs) -> Result<(), Failure> {
                     }
                 ),
             );
-            let measured = measure(&target, &args, publish, wrk).await?;
+            let measured = measure(&target, &args, &backends, publish, wrk).await?;
             if publish { &mut ons } else { &mut offs }.push(measured);
         }
     }
@@ -472,7 +617,12 @@ pub(super) async fn bench_http(args: BenchHttpArgs) -> Result<(), Failure> {
     match format {
         Format::Json => outln!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "rows": rows })).unwrap_or_default()
+            serde_json::to_string_pretty(&json!({
+                "rows": rows,
+                "bus": if backends.nats.is_some() { "nats" } else { "embedded" },
+                "database": if backends.postgres.is_some() { "postgresql" } else { "sqlite" },
+            }))
+            .unwrap_or_default()
         ),
         Format::Pretty => print_table(&rows),
     }
