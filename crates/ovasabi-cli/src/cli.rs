@@ -674,7 +674,9 @@ pub(crate) enum BenchCommand {
     /// in one run.
     Contracts(BenchContractsArgs),
     /// Requests/s and latency of a write endpoint over HTTP with its event through the
-    /// outbox, beside the same handler with publishing off, in one run.
+    /// outbox, beside the same handler with publishing off, in one run. On the embedded bus
+    /// and SQLite, or with `--bus nats://…` / `--db postgres://…` on NATS JetStream /
+    /// PostgreSQL, in a namespace and schema of its own per measurement, deleted afterwards.
     Http(BenchHttpArgs),
 }
 
