@@ -23,6 +23,11 @@ pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}{DEAD_LETTER_SUFFIX}")
 }
 
+/// Whether `topic` is a dead-letter topic (`….dlq`).
+pub fn is_dead_letter_topic(topic: &str) -> bool {
+    topic.ends_with(DEAD_LETTER_SUFFIX)
+}
+
 fn check_token(whole: &str, token: &str) -> Result<(), BusError> {
     let invalid = |reason: String| BusError::InvalidTopic {
         topic: whole.to_owned(),

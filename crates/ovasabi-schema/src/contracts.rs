@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use ovasabi_core::naming::is_dead_letter_topic;
 use ovasabi_core::{
     Bus, BusError, Event, Published, Publisher, SubscribeOptions, Subscriber, Subscription,
     TopicInfo, ValidationError,
@@ -283,11 +284,6 @@ fn payload(event: &Event, version: &Version) -> Result<Value, ContractError> {
         Some(bytes) => serde_json::from_slice(bytes)
             .map_err(|e| ContractError::Envelope(format!("data is not valid JSON: {e}"))),
     }
-}
-
-/// Whether `topic` holds dead letters, which are published unchecked: they are what failed.
-fn is_dead_letter_topic(topic: &str) -> bool {
-    topic.ends_with(ovasabi_core::naming::DEAD_LETTER_SUFFIX)
 }
 
 /// A bus that checks every event against its contract before publishing it (to any topic

@@ -305,13 +305,12 @@ impl Relay {
         Ok(())
     }
 
-    async fn mark(&self, seqs: &[i64]) -> Result<(), PassError> {
+    async fn mark(&self, seqs: &[i64]) -> Result<u64, PassError> {
         self.store
             .outbox()
             .mark_published(seqs)
             .await
-            .map_err(|e| PassError::Failed(format!("marking published: {e}")))?;
-        Ok(())
+            .map_err(|e| PassError::Failed(format!("marking published: {e}")))
     }
 
     /// Counts events published on `topic`, by type.
@@ -321,16 +320,14 @@ impl Relay {
             .inner
             .published
             .fetch_add(published, AtomicOrdering::Relaxed);
-        {
-            let mut by_type = self
-                .handle
-                .inner
-                .by_type
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            for (ty, n) in counted {
-                *by_type.entry((topic.to_owned(), ty)).or_default() += n;
-            }
+        let mut by_type = self
+            .handle
+            .inner
+            .by_type
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (ty, n) in counted {
+            *by_type.entry((topic.to_owned(), ty)).or_default() += n;
         }
     }
 

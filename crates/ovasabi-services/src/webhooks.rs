@@ -1121,16 +1121,13 @@ pub async fn replay_endpoint(
 ) -> Result<Replayed, ApiError> {
     let row = store
         .query_opt(
-            "SELECT e.filters, p.permitted FROM webhook_endpoints e
+            "SELECT e.id, e.filters, p.permitted FROM webhook_endpoints e
              JOIN webhook_partners p ON p.id = e.partner_id WHERE e.id = $1",
             params![endpoint_id],
         )
         .await?
         .ok_or_else(|| missing("id", format!("a webhook endpoint {endpoint_id}")))?;
-    let filters: Vec<String> =
-        serde_json::from_str(&row.get::<String>("filters")?).unwrap_or_default();
-    let permitted: Vec<String> =
-        serde_json::from_str(&row.get::<String>("permitted")?).unwrap_or_default();
+    let receiver = Receiver::from_row(&row)?;
     let replay_id = uuid::Uuid::now_v7().simple().to_string();
     let topics: Vec<String> = {
         let mut t: Vec<String> = ovasabi_events::all_types()
@@ -1161,9 +1158,7 @@ pub async fn replay_endpoint(
         read += 1;
         let event = delivery.event().clone();
         let _ = delivery.ack().await;
-        let wanted = filters.iter().any(|f| type_matches(f, &event.ty))
-            && permitted.iter().any(|p| type_matches(p, &event.ty));
-        if !wanted {
+        if !receiver.wants(&event.ty) {
             continue;
         }
         let message_id = format!("{}.replay-{replay_id}", event.id);
@@ -1438,7 +1433,7 @@ struct Intake {
     endpoints: Mutex<Option<(i64, Arc<[Receiver]>)>>,
 }
 
-/// An active or paused endpoint, and what it may receive.
+/// An endpoint, and what it may receive: its filters and its partner's permissions.
 struct Receiver {
     id: String,
     filters: Vec<String>,
@@ -1446,6 +1441,16 @@ struct Receiver {
 }
 
 impl Receiver {
+    /// From a row of `e.id, e.filters, p.permitted` (endpoint joined with its partner).
+    fn from_row(row: &Row) -> Result<Receiver, ovasabi_store::StoreError> {
+        Ok(Receiver {
+            id: row.get("id")?,
+            filters: serde_json::from_str(&row.get::<String>("filters")?).unwrap_or_default(),
+            permitted: serde_json::from_str(&row.get::<String>("permitted")?).unwrap_or_default(),
+        })
+    }
+
+    /// Whether events of type `ty` go to it.
     fn wants(&self, ty: &str) -> bool {
         self.filters.iter().any(|f| type_matches(f, ty))
             && self.permitted.iter().any(|p| type_matches(p, ty))
@@ -1481,16 +1486,10 @@ impl Intake {
                 &[],
             )
             .await?;
-        let mut receivers = Vec::with_capacity(rows.len());
-        for row in &rows {
-            receivers.push(Receiver {
-                id: row.get("id")?,
-                filters: serde_json::from_str(&row.get::<String>("filters")?).unwrap_or_default(),
-                permitted: serde_json::from_str(&row.get::<String>("permitted")?)
-                    .unwrap_or_default(),
-            });
-        }
-        let receivers: Arc<[Receiver]> = receivers.into();
+        let receivers: Arc<[Receiver]> = rows
+            .iter()
+            .map(Receiver::from_row)
+            .collect::<Result<_, _>>()?;
         *self.endpoints.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((version, receivers.clone()));
         Ok(receivers)

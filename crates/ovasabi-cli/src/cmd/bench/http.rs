@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use super::{print_table, progress, Row};
 use crate::cli::{BenchHttpArgs, Format, Global, LoadGenerator};
-use crate::cmd::{bus_choice, contracts_of, BusChoice};
+use crate::cmd::{bus_choice, contracts_of, store_config, BusChoice};
 use crate::failure::Failure;
 use crate::output::outln;
 
@@ -149,23 +149,14 @@ impl Backends {
                 "--namespace: bench http measures in namespaces of its own (`bench-<token>`, deleted afterwards); leave it out",
             ));
         }
-        let postgres = match global
-            .db
-            .as_deref()
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-        {
-            None => None,
-            Some(url) => {
-                let config =
-                    StoreConfig::from_url(url).map_err(|e| Failure::usage(format!("--db: {e}")))?;
-                if config.backend() != Backend::Postgres {
-                    return Err(Failure::usage(
-                        "--db: bench http makes a SQLite database of its own for each measurement; give a PostgreSQL URL (postgres://…) to measure on PostgreSQL, or leave --db out",
-                    ));
-                }
-                Some(config)
+        let postgres = match store_config(global)? {
+            config if config.backend() == Backend::Postgres => Some(config),
+            _ if global.db.as_deref().is_some_and(|d| !d.trim().is_empty()) => {
+                return Err(Failure::usage(
+                    "--db: bench http makes a SQLite database of its own for each measurement; give a PostgreSQL URL (postgres://…) to measure on PostgreSQL, or leave --db out",
+                ))
             }
+            _ => None,
         };
         Ok(Backends { nats, postgres })
     }
@@ -269,7 +260,6 @@ async fn drop_schema(database: &StoreConfig) -> Result<(), ovasabi_store::StoreE
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn measure_on(
     target: &Target,
     args: &BenchHttpArgs,
