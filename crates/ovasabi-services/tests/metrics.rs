@@ -241,15 +241,23 @@ async fn metrics_follow_the_consumers(db: Db) {
     let after = loop {
         let now = scrape(&platform).await;
         let (_, count) = wallet_histogram(&now);
+        // The relay counts an event once it has also marked its row, which may come after
+        // a consumer has acked it: wait for that count too.
+        let relayed = sum(
+            &now,
+            "ovasabi_events_published_total",
+            &[("topic", "user.events"), ("type", "user.registered")],
+        );
         if acked(&now) >= acked_before + 3.0
             && audited(&now) > audited_before
             && count >= count_before + 3.0
+            && relayed >= 3.0
         {
             break now;
         }
         assert!(
             Instant::now() < deadline,
-            "the counters never rose: wallet acked {} (from {acked_before}), audit received {} (from {audited_before}), wallet handler count {count} (from {count_before})",
+            "the counters never rose: wallet acked {} (from {acked_before}), audit received {} (from {audited_before}), wallet handler count {count} (from {count_before}), relayed user.registered {relayed}",
             acked(&now),
             audited(&now),
         );
