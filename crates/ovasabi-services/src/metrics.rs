@@ -20,6 +20,7 @@
 //! | `ovasabi_consumer_lag` | gauge | `group`, `topic` | events published and not yet acked by the group, for this process's groups (from the bus's topic listing) |
 //! | `ovasabi_outbox_backlog` | gauge | | outbox rows not yet published |
 //! | `ovasabi_outbox_oldest_age_seconds` | gauge | | age of the oldest unpublished outbox row (0 when none) |
+//! | `ovasabi_outbox_unreadable` | gauge | | outbox rows the relay set aside because their event does not decode (see [`ovasabi_store::outbox`]); never published until corrected by hand |
 //! | `ovasabi_outbox_relay_published_total` | counter | | outbox rows this process's relay published |
 //! | `ovasabi_outbox_relay_parked_total` | counter | | outbox events this process's relay parked on a dead-letter topic because the bus refused them |
 //! | `ovasabi_events_published_total` | counter | `topic`, `type` | events this process's relay published, by topic and type |
@@ -37,8 +38,9 @@
 //! - `database`: `SELECT 1` answers within [`CHECK_TIMEOUT`];
 //! - `bus`: listing the topics answers within [`CHECK_TIMEOUT`];
 //! - `outbox`: the oldest unpublished outbox row is younger than [`OUTBOX_STUCK_AFTER`] (or
-//!   there is none), i.e. the relay is publishing; also gives `backlog` and
-//!   `oldest_age_seconds`.
+//!   there is none), i.e. the relay is publishing; also gives `backlog`,
+//!   `oldest_age_seconds` and `unreadable` (rows set aside do not make the process unready:
+//!   the rows behind them go out).
 //!
 //! `GET /healthz` stays the liveness probe: it answers `ok` whenever the process serves HTTP.
 
@@ -131,10 +133,11 @@ pub struct Readiness {
     pub checks: BTreeMap<&'static str, Check>,
 }
 
-/// The outbox's state: unpublished rows and the age of the oldest.
+/// The outbox's state: unpublished rows, the age of the oldest, and the rows set aside.
 struct OutboxState {
     backlog: u64,
     oldest_age: Option<f64>,
+    unreadable: u64,
 }
 
 impl Monitor {
@@ -244,6 +247,7 @@ impl Monitor {
                 check
                     .details
                     .insert("oldest_age_seconds", json!(state.oldest_age));
+                check.details.insert("unreadable", json!(state.unreadable));
                 check
             }
             Err(error) => Check::fail(format!("cannot read the outbox: {error}")),
@@ -258,6 +262,11 @@ impl Monitor {
             .oldest_pending()
             .await
             .map_err(|e| e.to_string())?;
+        let unreadable = store
+            .outbox()
+            .unreadable()
+            .await
+            .map_err(|e| e.to_string())?;
         let oldest_age = oldest.map(|created| {
             let age = (Utc::now() - created)
                 .num_microseconds()
@@ -267,6 +276,7 @@ impl Monitor {
         Ok(OutboxState {
             backlog,
             oldest_age,
+            unreadable,
         })
     }
 
@@ -511,6 +521,12 @@ impl Monitor {
                     &[],
                     Float(state.oldest_age.unwrap_or(0.0)),
                 );
+                page.family(
+                    "ovasabi_outbox_unreadable",
+                    "gauge",
+                    "Outbox rows set aside because their event does not decode; never published until corrected by hand.",
+                );
+                page.sample("ovasabi_outbox_unreadable", &[], state.unreadable);
             }
             Err(error) => {
                 tracing::warn!(%error, "metrics: cannot read the outbox");

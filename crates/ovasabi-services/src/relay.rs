@@ -25,6 +25,11 @@
 //!   `ovasabi dlq redrive` publishes it again once it is fixed (the bus checks it again).
 //!   Consumers that apply a subject's events in order ([`Order::HoldBack`]) stop at the gap
 //!   it leaves until then; the others go on.
+//! - **An unreadable row is set aside, not a wall**: a row whose event no longer decodes
+//!   (edited by hand, or corrupted) is set aside in the outbox with why
+//!   ([`Outbox::set_aside`](ovasabi_store::Outbox::set_aside)), logged as an error, and
+//!   counted (`ovasabi_outbox_unreadable`, `ovasabi status`); the rows behind it go out. It
+//!   stays in the table, never published, until corrected by hand.
 //! - **Traced**: each event is published inside a `publish` span, the child of the event's
 //!   `traceparent`; with OpenTelemetry on, the event goes on the bus carrying that span's
 //!   context, so consumers' spans are its children (see [`ovasabi_middleware::otel`]).
@@ -305,6 +310,34 @@ impl Relay {
         Ok(())
     }
 
+    /// Sets the unreadable row `seq` aside, so the rows behind it go out; whether it was
+    /// still waiting.
+    async fn set_aside(&self, seq: i64, why: &str) -> Result<bool, PassError> {
+        let event_id = self
+            .store
+            .query_opt("SELECT event_id FROM outbox WHERE seq = $1", params![seq])
+            .await
+            .ok()
+            .flatten()
+            .and_then(|row| row.get::<String>("event_id").ok())
+            .unwrap_or_default();
+        let waited = self
+            .store
+            .outbox()
+            .set_aside(seq, why)
+            .await
+            .map_err(|e| PassError::Failed(format!("setting aside outbox row {seq}: {e}")))?;
+        if waited {
+            tracing::error!(
+                seq,
+                %event_id,
+                error = %why,
+                "outbox relay: an outbox row does not decode: set it aside (column `unreadable`), going on with the rest; to publish it, correct its `event` and set `published_at` and `unreadable` to NULL"
+            );
+        }
+        Ok(waited)
+    }
+
     async fn mark(&self, seqs: &[i64]) -> Result<u64, PassError> {
         self.store
             .outbox()
@@ -340,12 +373,20 @@ impl Relay {
         {
             return Ok(0);
         }
-        let rows = self
-            .store
-            .outbox()
-            .fetch_ready(Self::BATCH)
-            .await
-            .map_err(|e| PassError::Failed(format!("reading the outbox: {e}")))?;
+        let outbox = self.store.outbox();
+        let rows = loop {
+            match outbox.fetch_ready(Self::BATCH).await {
+                Ok(rows) => break rows,
+                Err(StoreError::CorruptOutboxRow { seq, source }) => {
+                    if !self.set_aside(seq, &source.to_string()).await? {
+                        return Err(PassError::Failed(format!(
+                            "outbox row {seq} does not decode ({source}) and was no longer waiting when set aside"
+                        )));
+                    }
+                }
+                Err(e) => return Err(PassError::Failed(format!("reading the outbox: {e}"))),
+            }
+        };
         if careful {
             self.publish_each(rows).await
         } else {

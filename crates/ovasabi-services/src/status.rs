@@ -58,6 +58,9 @@ pub struct OutboxStatus {
     pub backlog: u64,
     /// How long the oldest of them has waited, in seconds (0 when none).
     pub oldest_age_seconds: f64,
+    /// Rows set aside because their event does not decode (never published until
+    /// corrected by hand).
+    pub unreadable: u64,
 }
 
 /// Reads the bus's topics and the database's outbox and webhook endpoints.
@@ -115,8 +118,10 @@ pub async fn collect(bus: &dyn Bus, store: &Store) -> Result<Status, String> {
         let failed = |e: ovasabi_store::StoreError| format!("reading the outbox: {e}");
         let backlog = store.outbox().pending().await.map_err(failed)?;
         let oldest = store.outbox().oldest_pending().await.map_err(failed)?;
+        let unreadable = store.outbox().unreadable().await.map_err(failed)?;
         OutboxStatus {
             backlog,
+            unreadable,
             oldest_age_seconds: oldest
                 .map(|o| (at - o).num_milliseconds().max(0) as f64 / 1000.0)
                 .unwrap_or(0.0),

@@ -5,7 +5,8 @@
 //! second re-drive of it is skipped. Selectors and IDs are checked (422, 404).
 //!
 //! An outbox row whose event breaks its contract (a service's bug) is parked by the relay on
-//! the dead-letter topic, and the rows behind it still go out.
+//! the dead-letter topic, and the rows behind it still go out. A row whose event does not
+//! decode at all is set aside in the outbox, counted, and published once corrected by hand.
 
 #[macro_use]
 mod common;
@@ -15,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::{start, Db, Platform};
+use ovasabi_core::format::json;
 use ovasabi_events::commerce::{OrderPlaced, OrderShipped, PaymentCompleted, PaymentMethod};
 use ovasabi_events::{DomainEvent, Money};
 use ovasabi_services::relay::REASON_REFUSED;
 use ovasabi_services::users::UsersService;
 use ovasabi_services::wallet::WalletService;
-use ovasabi_store::{Outbox, Store};
+use ovasabi_store::{params, Outbox, Store};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -350,9 +352,111 @@ async fn an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out(db: Db
     platform.stop().await;
 }
 
+async fn an_unreadable_outbox_row_is_set_aside_and_published_once_corrected(db: Db) {
+    let Some(platform) = start(
+        vec![Arc::new(UsersService)],
+        db,
+        "dlq: an_unreadable_outbox_row_is_set_aside_and_published_once_corrected",
+    )
+    .await
+    else {
+        return;
+    };
+    let payment = |id: &str| {
+        PaymentCompleted {
+            payment_id: id.to_owned(),
+            order_id: format!("order-{id}"),
+            amount: Money::new(500, "USD"),
+            method: PaymentMethod::Card,
+            provider_reference: None,
+            completed_at: Utc::now(),
+        }
+        .to_event("/ovasabi/commerce")
+    };
+    // In one transaction, a row that is not an event (a hand edit gone wrong), then a good
+    // one: the relay meets them in one pass.
+    let store = Store::open(&platform.database, &[]).await.unwrap();
+    let behind = payment("pay-behind");
+    let mut tx = store.begin().await.unwrap();
+    tx.execute(
+        "INSERT INTO outbox (event_id, aggregate, topic, event, created_at)
+         VALUES ($1, NULL, $2, $3, $4)",
+        params![
+            "pay-broken",
+            PaymentCompleted::TOPIC,
+            "{\"specversion\": \"1.0\", \"id\": ",
+            Utc::now()
+        ],
+    )
+    .await
+    .unwrap();
+    Outbox::append(&mut tx, PaymentCompleted::TOPIC, &behind)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // The good one goes out; the outbox empties; the unreadable row is counted.
+    let published = platform
+        .events(PaymentCompleted::TOPIC, 1, Duration::from_secs(15))
+        .await;
+    assert_eq!(published[0].id, behind.id);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while store.outbox().pending().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "the outbox never emptied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.outbox().unreadable().await.unwrap(), 1);
+    let why: String = store
+        .query_one(
+            "SELECT unreadable FROM outbox WHERE event_id = $1",
+            params!["pay-broken"],
+        )
+        .await
+        .unwrap()
+        .get("unreadable")
+        .unwrap();
+    assert!(!why.is_empty());
+    let metrics = platform.text("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l == "ovasabi_outbox_unreadable 1"),
+        "{metrics}"
+    );
+    let (status, ready) = platform.get("/readyz").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a row set aside blocks nothing: {ready}"
+    );
+    assert_eq!(ready["checks"]["outbox"]["unreadable"], 1, "{ready}");
+    let (_, overview) = platform.get("/v1/status").await;
+    assert_eq!(overview["outbox"]["unreadable"], 1, "{overview}");
+
+    // Corrected and cleared by hand, it is published after the one behind it.
+    let fixed = payment("pay-fixed").with_id("pay-broken");
+    store
+        .execute(
+            "UPDATE outbox SET event = $1, published_at = NULL, unreadable = NULL
+             WHERE event_id = $2",
+            params![
+                String::from_utf8(json::to_json_vec(&fixed)).unwrap(),
+                "pay-broken"
+            ],
+        )
+        .await
+        .unwrap();
+    let published = platform
+        .events(PaymentCompleted::TOPIC, 2, Duration::from_secs(15))
+        .await;
+    let ids: Vec<&str> = published.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, [behind.id.as_str(), "pay-broken"]);
+    assert_eq!(store.outbox().unreadable().await.unwrap(), 0);
+    platform.stop().await;
+}
+
 on_both!(
     a_dead_letter_is_listed_shown_and_redriven_once,
     an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out,
+    an_unreadable_outbox_row_is_set_aside_and_published_once_corrected,
 );
 
 mod nats_postgresql {

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::{start, Db, Platform};
+use ovasabi_core::format::json;
+use ovasabi_core::Event;
+use ovasabi_services::relay::Relay;
 use ovasabi_services::users::UsersService;
 use ovasabi_services::wallet::WalletService;
 use ovasabi_services::webhooks::WebhooksService;
@@ -364,16 +367,32 @@ async fn readyz_names_a_stuck_outbox(db: Db) {
     let (status, ready) = platform.get("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{ready}");
 
-    // An unpublished row from two minutes ago that the relay cannot publish (its event is not
-    // JSON: the relay fails on it at every pass and retries), so the outbox stays stuck for as
-    // long as the test looks, whatever the relay's timing.
+    // Another process holds the relay's lease and publishes nothing (hung, say): this
+    // process's relay stops once the lease it holds without asking runs out (a third of
+    // `Relay::LEASE`). Then an unpublished row from two minutes ago stays for as long as the
+    // test looks.
     let store = Store::open(&platform.database, &[]).await.unwrap();
+    store
+        .execute(
+            "INSERT INTO outbox_relay_lease (id, owner, expires_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET owner = $1, expires_at = $2",
+            params!["a hung process", Utc::now() + chrono::Duration::hours(1)],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Relay::LEASE / 3 + Duration::from_millis(500)).await;
     let old = Utc::now() - chrono::Duration::seconds(120);
+    let event = Event::new("user.registered", "/ovasabi/users").with_id("stuck-1");
     store
         .execute(
             "INSERT INTO outbox (event_id, aggregate, topic, event, created_at)
              VALUES ($1, NULL, $2, $3, $4)",
-            params!["stuck-1", "user.events", "not json", old],
+            params![
+                "stuck-1",
+                "user.events",
+                String::from_utf8(json::to_json_vec(&event)).unwrap(),
+                old
+            ],
         )
         .await
         .unwrap();

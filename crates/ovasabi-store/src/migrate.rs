@@ -270,6 +270,14 @@ pub(crate) const STORE_MIGRATIONS: MigrationSet = MigrationSet::new(
             CREATE INDEX inbox_processed_at ON inbox (processed_at);",
             "SELECT 1;",
         ),
+        Migration::new(
+            5,
+            "unreadable outbox rows",
+            // A row whose event no longer decodes is set aside by the relay, with why: it
+            // stops counting as waiting, and is never pruned (see `Outbox::set_aside`).
+            "ALTER TABLE outbox ADD COLUMN unreadable TEXT;
+            CREATE INDEX outbox_unreadable ON outbox (seq) WHERE unreadable IS NOT NULL;",
+        ),
     ],
 );
 
@@ -464,13 +472,15 @@ mod tests {
     #[test]
     fn keyed_tables_keep_their_rows_without_rowid() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        let [.., before, keyed] = STORE_MIGRATIONS.migrations else {
-            panic!("the store has its migrations")
-        };
-        for m in &STORE_MIGRATIONS.migrations[..STORE_MIGRATIONS.migrations.len() - 1] {
+        let at = STORE_MIGRATIONS
+            .migrations
+            .iter()
+            .position(|m| m.version == 4)
+            .expect("the store has migration 4");
+        let keyed = &STORE_MIGRATIONS.migrations[at];
+        for m in &STORE_MIGRATIONS.migrations[..at] {
             conn.execute_batch(m.sql(Backend::Sqlite)).unwrap();
         }
-        assert_eq!(before.version + 1, keyed.version);
         conn.execute_batch(
             "INSERT INTO outbox_sequences VALUES ('orders', 'o1', 3);
              INSERT INTO inbox_sequences VALUES ('wallet', 'orders', 'o1', 2, '2026-01-01T00:00:00Z');

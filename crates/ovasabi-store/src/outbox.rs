@@ -2,7 +2,7 @@
 //! it in one transaction; a relay later publishes the event to the bus.
 //!
 //! ```text
-//! outbox (seq, event_id, aggregate, topic, event, created_at, published_at)
+//! outbox (seq, event_id, aggregate, topic, event, created_at, published_at, unreadable)
 //! ```
 //!
 //! - `seq` increases with every row (identity column / SQLite `AUTOINCREMENT`, never
@@ -12,6 +12,9 @@
 //! - `event` is the CloudEvent in the JSON format (`application/cloudevents+json`), as
 //!   [`ovasabi_core::format::json`] writes it, with `time` filled in at append if absent.
 //! - `published_at` is null until the relay has published the row.
+//! - `unreadable` is null unless the row's event no longer decodes (edited by hand,
+//!   corrupted, or written by a build that encodes differently): see
+//!   [Unreadable rows](#unreadable-rows).
 //!
 //! # Per-subject sequence
 //!
@@ -88,6 +91,19 @@
 //! rest in full. The table stays the authority: what a fetch returns, and in what order, is
 //! what the table lists; memory only spares decoding. At most a few thousand rows are kept,
 //! so a process whose relay runs elsewhere keeps no more.
+//!
+//! # Unreadable rows
+//!
+//! A row whose `event` does not decode makes [`Outbox::fetch_ready`] fail with
+//! [`StoreError::CorruptOutboxRow`], naming the row. Rather than stop every row behind it,
+//! the relay sets it aside with [`Outbox::set_aside`]: `published_at` and `unreadable` (why
+//! it does not decode) are set, so it no longer waits and is never published, and the rows
+//! behind it go out. Such rows are never pruned; [`Outbox::unreadable`] counts them. To
+//! publish one after all, correct its `event` and clear both columns:
+//!
+//! ```sql
+//! UPDATE outbox SET event = '…', published_at = NULL, unreadable = NULL WHERE seq = 42;
+//! ```
 //!
 //! Delivery is at least once: a relay that stops between publishing and
 //! [`mark_published`](Outbox::mark_published) publishes those events again, so consumers
@@ -292,14 +308,43 @@ impl Outbox {
         }
     }
 
-    /// Deletes rows published before `before`; returns how many. Unpublished rows stay.
+    /// Deletes rows published before `before`; returns how many. Unpublished rows and
+    /// rows [set aside](Self::set_aside) stay.
     pub async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64> {
         self.store
             .execute(
-                "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1",
+                "DELETE FROM outbox
+                 WHERE published_at IS NOT NULL AND published_at < $1 AND unreadable IS NULL",
                 params![before],
             )
             .await
+    }
+
+    /// Sets the unpublished row `seq`, whose event does not decode (`why`), aside: it stops
+    /// waiting, is never published or pruned, and keeps `why` in its `unreadable` column
+    /// (see [Unreadable rows](self#unreadable-rows)). Returns whether the row was waiting.
+    pub async fn set_aside(&self, seq: i64, why: &str) -> Result<bool> {
+        let changed = self
+            .store
+            .execute(
+                "UPDATE outbox SET published_at = $1, unreadable = $2
+                 WHERE seq = $3 AND published_at IS NULL",
+                params![Utc::now(), why, seq],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// How many rows were [set aside](Self::set_aside) as unreadable.
+    pub async fn unreadable(&self) -> Result<u64> {
+        let row = self
+            .store
+            .query_one(
+                "SELECT COUNT(*) AS n FROM outbox WHERE unreadable IS NOT NULL",
+                &[],
+            )
+            .await?;
+        row.get("n")
     }
 }
 

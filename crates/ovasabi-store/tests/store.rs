@@ -36,6 +36,7 @@ both_backends!(
     cancelled_work_leaves_the_store_usable,
     late_commits_are_never_skipped_and_order_per_aggregate_holds,
     the_relay_gets_the_rows_the_table_holds,
+    an_unreadable_row_is_named_and_set_aside,
 );
 
 const ACCOUNTS_V1: Migration = Migration::new(
@@ -66,7 +67,7 @@ async fn migrations_apply_once_and_are_idempotent(db: &TestDb) {
     assert_eq!(store.schema_version("wallet").await.unwrap(), Some(2));
     assert_eq!(
         store.schema_version("ovasabi_store").await.unwrap(),
-        Some(4)
+        Some(5)
     );
     assert_eq!(store.schema_version("nobody").await.unwrap(), None);
     store
@@ -86,7 +87,7 @@ async fn migrations_apply_once_and_are_idempotent(db: &TestDb) {
             .unwrap()
     };
     let before = applied_at(store.clone()).await;
-    assert_eq!(before.len(), 6, "ovasabi_store v1-v4 and wallet v1, v2");
+    assert_eq!(before.len(), 7, "ovasabi_store v1-v5 and wallet v1, v2");
     drop(store);
 
     let store = db.open(&[WALLET_V2]).await;
@@ -390,6 +391,103 @@ async fn outbox_fetches_in_order_marks_and_prunes(db: &TestDb) {
         .unwrap();
     tx.commit().await.unwrap();
     assert!(next > *seqs.last().unwrap());
+}
+
+/// A row whose event does not decode stops a fetch with an error naming it; once set aside
+/// it no longer waits, the rows behind it come out, and it is kept (never pruned) until
+/// corrected and cleared by hand.
+async fn an_unreadable_row_is_named_and_set_aside(db: &TestDb) {
+    let store = db.open(&[]).await;
+    let outbox = store.outbox();
+    let mut tx = store.begin().await.unwrap();
+    let before = Outbox::append(&mut tx, "wallet.events", &event("a", 1))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // Another process (a hand edit) writes a row that is not an event, then a good one.
+    let hand = db.open(&[]).await;
+    hand.execute(
+        "INSERT INTO outbox (event_id, aggregate, topic, event, created_at)
+         VALUES ($1, NULL, $2, $3, $4)",
+        params![
+            "broken-1",
+            "wallet.events",
+            "{\"specversion\": ",
+            Utc::now()
+        ],
+    )
+    .await
+    .unwrap();
+    let broken = count(&hand, "SELECT MAX(seq) FROM outbox", &[]).await;
+    let mut tx = hand.begin().await.unwrap();
+    let after = Outbox::append(&mut tx, "wallet.events", &event("a", 2))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(before < broken && broken < after);
+
+    match outbox.fetch_ready(10).await {
+        Err(StoreError::CorruptOutboxRow { seq, source }) => {
+            assert_eq!(seq, broken);
+            let message = StoreError::CorruptOutboxRow { seq, source }.to_string();
+            assert!(
+                message.contains(&format!("outbox row {broken}")),
+                "{message}"
+            );
+        }
+        other => panic!("expected the unreadable row to be named, got {other:?}"),
+    }
+    assert_eq!(outbox.pending().await.unwrap(), 3);
+    assert_eq!(outbox.unreadable().await.unwrap(), 0);
+
+    assert!(outbox.set_aside(broken, "not JSON").await.unwrap());
+    assert!(
+        !outbox.set_aside(broken, "again").await.unwrap(),
+        "a row set aside is no longer waiting"
+    );
+    let rest = outbox.fetch_ready(10).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [before, after]
+    );
+    assert_eq!(outbox.unreadable().await.unwrap(), 1);
+    assert_eq!(outbox.pending().await.unwrap(), 2);
+    let why = store
+        .query_one(
+            "SELECT unreadable FROM outbox WHERE seq = $1",
+            params![broken],
+        )
+        .await
+        .unwrap()
+        .get::<String>("unreadable")
+        .unwrap();
+    assert_eq!(why, "not JSON");
+
+    outbox.mark_published(&[before, after]).await.unwrap();
+    outbox
+        .prune_published(Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM outbox", &[]).await,
+        1,
+        "only the row set aside is left"
+    );
+    assert_eq!(outbox.unreadable().await.unwrap(), 1);
+
+    // Corrected and cleared by hand, it is published like any other row.
+    let good = ovasabi_core::format::json::to_json_vec(&event("a", 3).with_id("broken-1"));
+    hand.execute(
+        "UPDATE outbox SET event = $1, published_at = NULL, unreadable = NULL WHERE seq = $2",
+        params![String::from_utf8(good).unwrap(), broken],
+    )
+    .await
+    .unwrap();
+    let again = outbox.fetch_ready(10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].seq, broken);
+    assert_eq!(again[0].event.id, "broken-1");
+    assert_eq!(outbox.unreadable().await.unwrap(), 0);
 }
 
 /// The rows a process committed reach its relay from memory; another process reads them

@@ -82,14 +82,20 @@ fn print(status: &Value) {
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "none".to_owned());
+    // Shown only when there are some: each needs a person to correct it.
+    let unreadable = match status["outbox"]["unreadable"].as_u64().unwrap_or(0) {
+        0 => String::new(),
+        n => format!(", {n} unreadable set aside"),
+    };
     outln!(
-        "lag {} · dead letters {} · outbox {} pending (oldest {:.1} s) · webhook endpoints: {}",
+        "lag {} · dead letters {} · outbox {} pending (oldest {:.1} s{}) · webhook endpoints: {}",
         status["lag"],
         status["dead_letters"],
         status["outbox"]["backlog"],
         status["outbox"]["oldest_age_seconds"]
             .as_f64()
             .unwrap_or(0.0),
+        unreadable,
         webhooks
     );
 }
