@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ovasabi_core::dead_letter;
 use ovasabi_core::naming::{dead_letter_topic, validate_topic};
 use ovasabi_core::{
     Acknowledger, Bus, BusError, DeadLetter, Delivery, DeliveryInfo, DeliverySource, Event,
@@ -231,14 +232,14 @@ impl State {
         let original = &self.topics[topic][offset].event;
         let mut event = (**original).clone();
         if !faults.omit_dead_letter_attempts {
-            event = event.with_extension("deadletterattempts", attempts.to_string());
+            event = event.with_extension(dead_letter::ATTEMPTS, attempts.to_string());
         }
         event = event
-            .with_extension("deadletterreason", why.reason)
-            .with_extension("deadlettergroup", group.to_owned())
-            .with_extension("deadlettertopic", topic.to_owned());
+            .with_extension(dead_letter::REASON, why.reason)
+            .with_extension(dead_letter::GROUP, group.to_owned())
+            .with_extension(dead_letter::TOPIC, topic.to_owned());
         if let Some(error) = why.error {
-            event = event.with_extension("deadlettererror", error);
+            event = event.with_extension(dead_letter::ERROR, error);
         }
         self.append(&dead_letter_topic(topic), event);
     }
@@ -794,7 +795,7 @@ impl Acknowledger for MemoryAcker {
 mod suite_catches {
     //! Each fault of the reference backend must fail the scenario that covers it, with a
     //! message that says what went wrong; capabilities a backend lacks skip, never fail.
-    use super::{Faults, MemoryBackend};
+    use super::{dead_letter, Faults, MemoryBackend};
     use crate::{Capabilities, SCENARIOS};
 
     async fn caught(faults: Faults, scenario: &str, expected: &str) {
@@ -876,7 +877,7 @@ mod suite_catches {
         caught(
             faults,
             "dead_letter_after_max_deliveries",
-            "deadletterattempts",
+            dead_letter::ATTEMPTS,
         )
         .await;
     }

@@ -10,6 +10,7 @@
 //!   binary mode of the HTTP, NATS (`ce-*` headers) and Kafka (`ce_*` headers) bindings.
 //!   Decoding validates; errors are [`format::FormatError`].
 //! - [`naming`]: topic names and patterns, event-type names, dead-letter topics.
+//! - [`dead_letter`]: the attributes a dead-lettered event carries.
 //! - [`bus`]: the [`Publisher`], [`Subscriber`] and [`Bus`] traits every backend implements,
 //!   and the contract they keep.
 //! - [`error`] holds [`BusError`], the error of every bus operation.
@@ -17,6 +18,7 @@
 //! Backends (`ovasabi-embedded`, brokers) depend on this crate; it depends on none of them.
 
 pub mod bus;
+pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod format;

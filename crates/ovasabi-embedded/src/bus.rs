@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use ovasabi_core::dead_letter;
 use ovasabi_core::naming::{dead_letter_topic, validate_topic};
 use ovasabi_core::{
     Acknowledger, Bus, BusError, DeadLetter, Delivery, DeliveryInfo, DeliverySource, Event,
@@ -314,24 +315,25 @@ impl Inner {
         let mut event = (*entry.stored.event).clone();
         event
             .extensions
-            .insert("deadletterreason".into(), reason.clone().into());
+            .insert(dead_letter::REASON.into(), reason.clone().into());
         if let Some(err) = &entry.last_error {
-            event
-                .extensions
-                .insert("deadlettererror".into(), err.clone().into());
+            event.extensions.insert(
+                dead_letter::ERROR.into(),
+                dead_letter::error_text(err).into(),
+            );
         }
         event.extensions.insert(
-            "deadletterattempts".into(),
+            dead_letter::ATTEMPTS.into(),
             entry.attempts.to_string().into(),
         );
         event
             .extensions
-            .insert("deadlettergroup".into(), group.name.clone().into());
+            .insert(dead_letter::GROUP.into(), group.name.clone().into());
         event
             .extensions
-            .insert("deadlettertopic".into(), topic_name.clone().into());
+            .insert(dead_letter::TOPIC.into(), topic_name.clone().into());
         event.extensions.insert(
-            "deadletteroffset".into(),
+            dead_letter::OFFSET.into(),
             entry.stored.offset.to_string().into(),
         );
         let body = crate::codec::encode(&event);

@@ -8,15 +8,13 @@
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
+use ovasabi_core::dead_letter;
 use ovasabi_core::naming::dead_letter_topic;
 use ovasabi_core::{BusError, Event, ExtensionValue};
 
 use crate::bus::Inner;
 use crate::codec;
 use crate::layout;
-
-/// Longest `deadlettererror` kept, in bytes: the copy must still fit the server's limits.
-const MAX_ERROR_BYTES: usize = 4096;
 
 /// Where the event was and why it goes.
 pub(crate) struct DeadLetterJob<'a> {
@@ -30,31 +28,20 @@ pub(crate) struct DeadLetterJob<'a> {
 
 impl DeadLetterJob<'_> {
     fn extensions(&self) -> Vec<(&'static str, String)> {
-        let mut ext = vec![("deadletterreason", self.reason.to_owned())];
+        let mut ext = vec![(dead_letter::REASON, self.reason.to_owned())];
         if let Some(error) = &self.error {
-            ext.push(("deadlettererror", truncate(error, MAX_ERROR_BYTES)));
+            ext.push((dead_letter::ERROR, dead_letter::error_text(error)));
         }
-        ext.push(("deadletterattempts", self.attempts.to_string()));
-        ext.push(("deadlettergroup", self.group.to_owned()));
-        ext.push(("deadlettertopic", self.topic.to_owned()));
-        ext.push(("deadletteroffset", self.offset.to_string()));
+        ext.push((dead_letter::ATTEMPTS, self.attempts.to_string()));
+        ext.push((dead_letter::GROUP, self.group.to_owned()));
+        ext.push((dead_letter::TOPIC, self.topic.to_owned()));
+        ext.push((dead_letter::OFFSET, self.offset.to_string()));
         ext
     }
 
     fn message_id(&self) -> String {
         layout::dead_letter_message_id(self.group, self.topic, self.offset)
     }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 /// Copies `event` to the dead-letter topic, then acks the original (`reply`).
@@ -137,9 +124,9 @@ mod tests {
         };
         let ext = job.extensions();
         let get = |n: &str| ext.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
-        assert_eq!(get("deadletterattempts").as_deref(), Some("3"));
-        assert_eq!(get("deadletteroffset").as_deref(), Some("7"));
-        assert!(get("deadlettererror").unwrap().len() <= MAX_ERROR_BYTES + 3);
+        assert_eq!(get(dead_letter::ATTEMPTS).as_deref(), Some("3"));
+        assert_eq!(get(dead_letter::OFFSET).as_deref(), Some("7"));
+        assert!(get(dead_letter::ERROR).unwrap().len() <= dead_letter::MAX_ERROR_BYTES + 3);
         assert_eq!(job.message_id(), "g:t:7");
     }
 }

@@ -42,6 +42,7 @@ use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
+use ovasabi_core::dead_letter;
 use ovasabi_core::format::json;
 use ovasabi_core::naming::{validate_topic, DEAD_LETTER_SUFFIX};
 use ovasabi_core::{Bus, BusError, Event, StartFrom, SubscribeOptions, TopicInfo};
@@ -67,7 +68,7 @@ pub const MIGRATIONS: MigrationSet = MigrationSet::new(
 );
 
 /// The prefix of the extensions the bus adds to a dead letter; a re-driven event drops them.
-pub const DEAD_LETTER_PREFIX: &str = "deadletter";
+pub const DEAD_LETTER_PREFIX: &str = dead_letter::PREFIX;
 /// Extension of a re-driven event: the group that had given up on it.
 pub const EXT_REDRIVEN_FOR: &str = "redrivenfor";
 /// Extension of a re-driven event: the dead letter it came from (`<dlq topic>@<offset>`).
@@ -222,7 +223,7 @@ impl DeadLetter {
 
     /// The topic it was dead-lettered from.
     pub fn topic(&self) -> String {
-        self.ext("deadlettertopic").unwrap_or_else(|| {
+        self.ext(dead_letter::TOPIC).unwrap_or_else(|| {
             self.dlq_topic
                 .strip_suffix(DEAD_LETTER_SUFFIX)
                 .unwrap_or(&self.dlq_topic)
@@ -232,12 +233,12 @@ impl DeadLetter {
 
     /// The consumer group that gave up on it.
     pub fn group(&self) -> Option<String> {
-        self.ext("deadlettergroup")
+        self.ext(dead_letter::GROUP)
     }
 
     /// Why the group gave up (`max deliveries reached`, `invalid payload`…).
     pub fn reason(&self) -> Option<String> {
-        self.ext("deadletterreason")
+        self.ext(dead_letter::REASON)
     }
 
     /// What the API and `dlq list --format json` show of it.
@@ -256,13 +257,13 @@ impl DeadLetter {
             dlq_topic: self.dlq_topic.clone(),
             dlq_offset: self.dlq_offset,
             topic: self.topic(),
-            offset: number("deadletteroffset"),
+            offset: number(dead_letter::OFFSET),
             group: self.group(),
             ty: self.event.ty.clone(),
             event_id: self.event.id.clone(),
             reason: self.reason(),
-            error: self.ext("deadlettererror"),
-            attempts: number("deadletterattempts"),
+            error: self.ext(dead_letter::ERROR),
+            attempts: number(dead_letter::ATTEMPTS),
             dead_lettered_at: self
                 .dead_lettered_at
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -630,7 +631,7 @@ async fn redrive_one(
     if !inserted && !force {
         return Ok(Outcome::Skipped(redriven_at(store, &id).await?));
     }
-    let original: Option<u64> = d.ext("deadletteroffset").and_then(|o| o.parse().ok());
+    let original: Option<u64> = d.ext(dead_letter::OFFSET).and_then(|o| o.parse().ok());
     let failure = match bus.publish(&topic, d.redriven()).await {
         // A broker that deduplicates by event id (NATS JetStream within its duplicate
         // window) answers with the original's position and stores nothing.
@@ -965,10 +966,10 @@ mod tests {
     fn a_redriven_event_drops_the_dead_letter_extensions() {
         let event = Event::new("user.registered", "/test")
             .with_partition_key("u1")
-            .with_extension("deadletterreason", "max deliveries reached")
-            .with_extension("deadlettergroup", "mailer")
-            .with_extension("deadlettertopic", "user.events")
-            .with_extension("deadletteroffset", "3");
+            .with_extension(dead_letter::REASON, "max deliveries reached")
+            .with_extension(dead_letter::GROUP, "mailer")
+            .with_extension(dead_letter::TOPIC, "user.events")
+            .with_extension(dead_letter::OFFSET, "3");
         let d = DeadLetter {
             dlq_topic: "user.events.dlq".into(),
             dlq_offset: 0,

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use ovasabi_core::dead_letter;
 use ovasabi_core::naming::dead_letter_topic;
 use ovasabi_core::{BusError, Event, Publisher};
 #[cfg(doc)]
@@ -49,9 +50,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The `deadletterreason` of an event the relay parked because the bus refused it.
 pub const REASON_REFUSED: &str = "refused on publish";
-
-/// Longest `deadlettererror` kept, in bytes.
-const MAX_ERROR_BYTES: usize = 4096;
 
 /// Wakes the relay and reads its counters; cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -277,23 +275,16 @@ impl Relay {
     ) -> Result<(), PassError> {
         let dlq = dead_letter_topic(topic);
         let (id, ty) = (event.id.clone(), event.ty.clone());
-        let mut error = refusal.to_string();
-        if error.len() > MAX_ERROR_BYTES {
-            let mut end = MAX_ERROR_BYTES;
-            while !error.is_char_boundary(end) {
-                end -= 1;
-            }
-            error.truncate(end);
-        }
+        let error = dead_letter::error_text(&refusal.to_string());
         event
             .extensions
-            .insert("deadletterreason".into(), REASON_REFUSED.into());
+            .insert(dead_letter::REASON.into(), REASON_REFUSED.into());
         event
             .extensions
-            .insert("deadlettererror".into(), error.into());
+            .insert(dead_letter::ERROR.into(), error.into());
         event
             .extensions
-            .insert("deadlettertopic".into(), topic.into());
+            .insert(dead_letter::TOPIC.into(), topic.into());
         self.bus.publish(&dlq, event).await.map_err(|e| {
             PassError::Failed(format!(
                 "parking event {id} ({ty}), which {topic} refused ({refusal}), on {dlq}: {e}"

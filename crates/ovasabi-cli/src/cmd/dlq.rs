@@ -21,6 +21,7 @@
 //! once" and leaves the rare doubtful case to a person, who can see the record's time.
 
 use chrono::SecondsFormat;
+use ovasabi_core::dead_letter;
 use ovasabi_services::dlq::{
     self, DeadLetterId, DlqError, ListFilter, RedriveItem, RedriveOptions, RedriveStatus,
     Selection, DEAD_LETTER_PREFIX, MIGRATIONS,
@@ -140,7 +141,7 @@ async fn list(global: &Global, args: DlqListArgs) -> Result<(), Failure> {
                         d.event.ty.clone(),
                         d.event.id.clone(),
                         d.reason().unwrap_or_else(|| "-".into()),
-                        d.ext("deadletterattempts").unwrap_or_else(|| "-".into()),
+                        d.ext(dead_letter::ATTEMPTS).unwrap_or_else(|| "-".into()),
                         d.dead_lettered_at
                             .format("%Y-%m-%d %H:%M:%S%.3f")
                             .to_string(),
@@ -231,17 +232,20 @@ async fn show(global: &Global, args: DlqShowArgs) -> Result<(), Failure> {
     outln!(
         "  from:           {}@{}",
         d.topic(),
-        or_dash(d.ext("deadletteroffset"))
+        or_dash(d.ext(dead_letter::OFFSET))
     );
     outln!("  group:          {}", or_dash(d.group()));
     outln!("  reason:         {}", or_dash(d.reason()));
-    outln!("  attempts:       {}", or_dash(d.ext("deadletterattempts")));
+    outln!(
+        "  attempts:       {}",
+        or_dash(d.ext(dead_letter::ATTEMPTS))
+    );
     outln!(
         "  dead-lettered:  {}",
         d.dead_lettered_at
             .to_rfc3339_opts(SecondsFormat::Millis, true)
     );
-    outln!("  error:          {}", or_dash(d.ext("deadlettererror")));
+    outln!("  error:          {}", or_dash(d.ext(dead_letter::ERROR)));
     let e = &d.event;
     outln!("event");
     outln!("  id:               {}", e.id);

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use ovasabi_core::dead_letter;
 use ovasabi_core::naming::dead_letter_topic;
 use ovasabi_core::{DeadLetter, Event};
 
@@ -212,7 +213,7 @@ fn check_dead_letter(
     topic: &str,
 ) -> Result<(), Failure> {
     let ext = |name: &str| got.extension_str(name).map(str::to_owned);
-    let got_reason = ext("deadletterreason");
+    let got_reason = ext(dead_letter::REASON);
     match reason {
         Some(r) => ensure!(
             got_reason.as_deref() == Some(r),
@@ -224,10 +225,10 @@ fn check_dead_letter(
         ),
     }
     for (name, want) in [
-        ("deadlettererror", error),
-        ("deadletterattempts", attempts),
-        ("deadlettergroup", group),
-        ("deadlettertopic", topic),
+        (dead_letter::ERROR, error),
+        (dead_letter::ATTEMPTS, attempts),
+        (dead_letter::GROUP, group),
+        (dead_letter::TOPIC, topic),
     ] {
         let value = ext(name);
         ensure!(
