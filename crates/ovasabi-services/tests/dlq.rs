@@ -254,6 +254,28 @@ async fn a_dead_letter_is_listed_shown_and_redriven_once(db: Db) {
     platform.stop().await;
 }
 
+/// A valid `payment.completed` with `id` as its payment id.
+fn payment(id: &str) -> ovasabi_core::Event {
+    PaymentCompleted {
+        payment_id: id.to_owned(),
+        order_id: format!("order-{id}"),
+        amount: Money::new(500, "USD"),
+        method: PaymentMethod::Card,
+        provider_reference: None,
+        completed_at: Utc::now(),
+    }
+    .to_event("/ovasabi/commerce")
+}
+
+/// Waits until the relay has settled every outbox row; panics after 15 s.
+async fn until_outbox_empty(store: &Store) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while store.outbox().pending().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "the outbox never emptied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out(db: Db) {
     let Some(platform) = start(
         vec![Arc::new(UsersService)],
@@ -263,17 +285,6 @@ async fn an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out(db: Db
     .await
     else {
         return;
-    };
-    let payment = |id: &str| {
-        PaymentCompleted {
-            payment_id: id.to_owned(),
-            order_id: format!("order-{id}"),
-            amount: Money::new(500, "USD"),
-            method: PaymentMethod::Card,
-            provider_reference: None,
-            completed_at: Utc::now(),
-        }
-        .to_event("/ovasabi/commerce")
     };
     // A payment without its amount breaks the contract: the bus refuses it.
     let (before, after) = (payment("pay-before"), payment("pay-after"));
@@ -298,11 +309,7 @@ async fn an_event_the_bus_refuses_is_parked_and_the_rows_behind_it_go_out(db: Db
         .await;
     let ids: Vec<&str> = published.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, [before.id.as_str(), after.id.as_str()]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while store.outbox().pending().await.unwrap() > 0 {
-        assert!(Instant::now() < deadline, "the outbox never emptied");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_outbox_empty(&store).await;
 
     // The refused one is parked, with the reason and the field that broke the contract.
     let listed = get_until(&platform, "/v1/dlq", Duration::from_secs(15), |b| {
@@ -362,17 +369,6 @@ async fn an_unreadable_outbox_row_is_set_aside_and_published_once_corrected(db: 
     else {
         return;
     };
-    let payment = |id: &str| {
-        PaymentCompleted {
-            payment_id: id.to_owned(),
-            order_id: format!("order-{id}"),
-            amount: Money::new(500, "USD"),
-            method: PaymentMethod::Card,
-            provider_reference: None,
-            completed_at: Utc::now(),
-        }
-        .to_event("/ovasabi/commerce")
-    };
     // In one transaction, a row that is not an event (a hand edit gone wrong), then a good
     // one: the relay meets them in one pass.
     let store = Store::open(&platform.database, &[]).await.unwrap();
@@ -400,11 +396,7 @@ async fn an_unreadable_outbox_row_is_set_aside_and_published_once_corrected(db: 
         .events(PaymentCompleted::TOPIC, 1, Duration::from_secs(15))
         .await;
     assert_eq!(published[0].id, behind.id);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while store.outbox().pending().await.unwrap() > 0 {
-        assert!(Instant::now() < deadline, "the outbox never emptied");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_outbox_empty(&store).await;
     assert_eq!(store.outbox().unreadable().await.unwrap(), 1);
     let why: String = store
         .query_one(
