@@ -174,18 +174,33 @@ impl Outbox {
         event
             .validate()
             .map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
-        if let (Backend::Postgres, Some(aggregate)) = (tx.backend(), event.partition_key()) {
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                params![format!("ovasabi.outbox:{aggregate}")],
-            )
-            .await?;
-        }
-        if event.sequence().is_none() {
-            if let Some(subject) = event.subject.as_deref() {
-                let sequence = next_sequence(tx, topic, subject).await?;
+        // On PostgreSQL the aggregate's lock comes first, then the subject's number; when
+        // both are needed one statement takes them in that order (one round trip fewer).
+        let lock = match (tx.backend(), event.partition_key()) {
+            (Backend::Postgres, Some(aggregate)) => Some(format!("ovasabi.outbox:{aggregate}")),
+            _ => None,
+        };
+        let subject = match (event.sequence(), event.subject.as_deref()) {
+            (None, Some(subject)) => Some(subject.to_owned()),
+            _ => None,
+        };
+        match (lock, subject) {
+            (Some(lock), Some(subject)) => {
+                let sequence = locked_next_sequence(tx, &lock, topic, &subject).await?;
                 event.to_mut().set_sequence(sequence);
             }
+            (Some(lock), None) => {
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    params![lock],
+                )
+                .await?;
+            }
+            (None, Some(subject)) => {
+                let sequence = next_sequence(tx, topic, &subject).await?;
+                event.to_mut().set_sequence(sequence);
+            }
+            (None, None) => {}
         }
         let text = String::from_utf8(json::to_json_vec(&event))
             .map_err(|_| StoreError::InvalidEvent("its JSON form is not UTF-8".into()))?;
@@ -358,6 +373,27 @@ async fn next_sequence(tx: &mut Transaction, topic: &str, subject: &str) -> Resu
              ON CONFLICT (topic, subject) DO UPDATE SET last = outbox_sequences.last + 1
              RETURNING last",
             params![topic, subject],
+        )
+        .await?;
+    row.get("last")
+}
+
+/// [`next_sequence`] after taking the advisory lock `lock` (PostgreSQL), in one statement:
+/// the lock's CTE is read before the counter row is written.
+async fn locked_next_sequence(
+    tx: &mut Transaction,
+    lock: &str,
+    topic: &str,
+    subject: &str,
+) -> Result<u64> {
+    let row = tx
+        .query_one(
+            "WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended($1, 0)))
+             INSERT INTO outbox_sequences (topic, subject, last)
+             SELECT $2, $3, 1 FROM locked
+             ON CONFLICT (topic, subject) DO UPDATE SET last = outbox_sequences.last + 1
+             RETURNING last",
+            params![lock, topic, subject],
         )
         .await?;
     row.get("last")
