@@ -57,11 +57,6 @@ async fn partner(p: &Platform, name: &str, permit: &[&str]) -> String {
         .1
 }
 
-async fn register(p: &Platform, email: &str) -> String {
-    let user = p.post_ok("/v1/users", json!({ "email": email })).await;
-    user["id"].as_str().unwrap().to_owned()
-}
-
 /// Places an order for `customer`; its id.
 async fn place_order(p: &Platform, customer: &str, amount_minor: i64) -> String {
     let order = p
@@ -195,7 +190,7 @@ async fn sse_sends_only_the_permitted_events_numbered(db: Db) {
     let first = sse.comment().await;
     assert!(first.contains("after seq 0"), "{first}");
 
-    let ada = register(&p, "ada@example.com").await;
+    let ada = p.register("ada@example.com").await;
     let order = place_order(&p, &ada, 2500).await;
 
     let (seq, ty, event) = sse.event(Duration::from_secs(10)).await;
@@ -221,7 +216,7 @@ async fn a_reconnect_resumes_after_the_last_event_id(db: Db) {
     };
     let store = Store::open(&p.database, &[]).await.unwrap();
     let key = partner(&p, "miniapp", &["order.*"]).await;
-    let ada = register(&p, "ada@example.com").await;
+    let ada = p.register("ada@example.com").await;
     // An order before the stream opens: without `after`, the stream starts now.
     let before = place_order(&p, &ada, 1000).await;
     feed_when(&store, |rows| rows.iter().any(|r| r.1 == "order.placed")).await;
@@ -280,7 +275,7 @@ async fn a_websocket_carries_the_same_events_as_json(db: Db) {
         .insert("authorization", format!("Bearer {key}").parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
 
-    let ada = register(&p, "ada@example.com").await;
+    let ada = p.register("ada@example.com").await;
     let order = place_order(&p, &ada, 2500).await;
     let mut got = Vec::new();
     while got.len() < 2 {
@@ -456,7 +451,7 @@ async fn the_feed_keeps_a_week_and_a_late_client_starts_at_the_oldest_kept(db: D
     };
     let store = Store::open(&p.database, &[]).await.unwrap();
     let key = partner(&p, "miniapp", &["order.*"]).await;
-    let ada = register(&p, "ada@example.com").await;
+    let ada = p.register("ada@example.com").await;
     place_order(&p, &ada, 1000).await;
     let old = feed_when(&store, |rows| rows.iter().any(|r| r.1 == "order.placed")).await;
     // A client that saw the first event, then went away for eight days.

@@ -150,14 +150,6 @@ async fn call(
     )
 }
 
-async fn register(platform: &Platform, email: &str) -> String {
-    let (status, user, _) = platform
-        .post("/v1/users", &json!({"email": email}), None)
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{user}");
-    user["id"].as_str().unwrap().to_owned()
-}
-
 fn data(event: &Event) -> Value {
     event.data_json().expect("JSON payload")
 }
@@ -178,7 +170,7 @@ async fn profile_email_and_deletion_publish_in_order_once_per_key(db: Db) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{ada}");
     let id = ada["id"].as_str().unwrap().to_owned();
-    let bo = register(&platform, "bo@example.com").await;
+    let bo = platform.register("bo@example.com").await;
     let user_path = format!("/v1/users/{id}");
 
     // PATCH: changes two fields; the retry replays; setting the same values changes nothing.
@@ -272,7 +264,7 @@ async fn profile_email_and_deletion_publish_in_order_once_per_key(db: Db) {
     let (status, err, _) = call(&platform, Method::DELETE, &user_path, None, &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
     // The deleted user's address is free again.
-    register(&platform, "ada@lovelace.example").await;
+    platform.register("ada@lovelace.example").await;
 
     let events = platform
         .events("user.events", 6, Duration::from_secs(10))
@@ -329,8 +321,8 @@ async fn bad_changes_name_the_field_and_publish_nothing(db: Db) {
     else {
         return;
     };
-    let id = register(&platform, "ada@example.com").await;
-    register(&platform, "bo@example.com").await;
+    let id = platform.register("ada@example.com").await;
+    platform.register("bo@example.com").await;
     let user_path = format!("/v1/users/{id}");
     for (body, field) in [
         (json!({"display_name": "  "}), "display_name"),
@@ -446,7 +438,7 @@ async fn listing_walks_every_live_user_once(db: Db) {
     };
     let mut ids = Vec::new();
     for n in 0..7 {
-        ids.push(register(&platform, &format!("user{n}@example.com")).await);
+        ids.push(platform.register(&format!("user{n}@example.com")).await);
     }
     let (status, _, _) = call(
         &platform,

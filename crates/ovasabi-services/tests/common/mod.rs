@@ -156,6 +156,15 @@ impl Platform {
         answer
     }
 
+    /// Registers `email` through `POST /v1/users` (201 expected); the user's id.
+    pub async fn register(&self, email: &str) -> String {
+        let (status, user, _) = self
+            .post("/v1/users", &serde_json::json!({ "email": email }), None)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{user}");
+        user["id"].as_str().unwrap().to_owned()
+    }
+
     /// `GET path` once `ready(status, body)` holds; panics after 15 s.
     pub async fn get_when(&self, path: &str, ready: impl Fn(StatusCode, &Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
