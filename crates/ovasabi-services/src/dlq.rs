@@ -67,8 +67,6 @@ pub const MIGRATIONS: MigrationSet = MigrationSet::new(
     )],
 );
 
-/// The prefix of the extensions the bus adds to a dead letter; a re-driven event drops them.
-pub const DEAD_LETTER_PREFIX: &str = dead_letter::PREFIX;
 /// Extension of a re-driven event: the group that had given up on it.
 pub const EXT_REDRIVEN_FOR: &str = "redrivenfor";
 /// Extension of a re-driven event: the dead letter it came from (`<dlq topic>@<offset>`).
@@ -277,7 +275,7 @@ impl DeadLetter {
         let mut event = self.event.clone();
         event
             .extensions
-            .retain(|name, _| !name.starts_with(DEAD_LETTER_PREFIX));
+            .retain(|name, _| !name.starts_with(dead_letter::PREFIX));
         if let Some(group) = self.group() {
             event
                 .extensions

@@ -60,6 +60,7 @@ use serde_json::{json, Value};
 
 use crate::relay::RelayHandle;
 use crate::runtime::ConsumerInfo;
+use crate::status::OutboxState;
 
 /// The content type of `GET /metrics`.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -131,13 +132,6 @@ pub struct Readiness {
     pub ready: bool,
     /// Each check by name: `database`, `bus`, `outbox`.
     pub checks: BTreeMap<&'static str, Check>,
-}
-
-/// The outbox's state: unpublished rows, the age of the oldest, and the rows set aside.
-struct OutboxState {
-    backlog: u64,
-    oldest_age: Option<f64>,
-    unreadable: u64,
 }
 
 impl Monitor {
@@ -255,29 +249,9 @@ impl Monitor {
     }
 
     async fn outbox_state(&self) -> Result<OutboxState, String> {
-        let store = &self.inner.store;
-        let backlog = store.outbox().pending().await.map_err(|e| e.to_string())?;
-        let oldest = store
-            .outbox()
-            .oldest_pending()
+        OutboxState::read(&self.inner.store, Utc::now())
             .await
-            .map_err(|e| e.to_string())?;
-        let unreadable = store
-            .outbox()
-            .unreadable()
-            .await
-            .map_err(|e| e.to_string())?;
-        let oldest_age = oldest.map(|created| {
-            let age = (Utc::now() - created)
-                .num_microseconds()
-                .unwrap_or(i64::MAX);
-            age.max(0) as f64 / 1e6
-        });
-        Ok(OutboxState {
-            backlog,
-            oldest_age,
-            unreadable,
-        })
+            .map_err(|e| e.to_string())
     }
 
     /// Counts by status and by state of the webhooks' deliveries and endpoints; `None` when

@@ -304,21 +304,13 @@ impl Relay {
     /// Sets the unreadable row `seq` aside, so the rows behind it go out; whether it was
     /// still waiting.
     async fn set_aside(&self, seq: i64, why: &str) -> Result<bool, PassError> {
-        let event_id = self
-            .store
-            .query_opt("SELECT event_id FROM outbox WHERE seq = $1", params![seq])
-            .await
-            .ok()
-            .flatten()
-            .and_then(|row| row.get::<String>("event_id").ok())
-            .unwrap_or_default();
-        let waited = self
+        let set_aside = self
             .store
             .outbox()
             .set_aside(seq, why)
             .await
             .map_err(|e| PassError::Failed(format!("setting aside outbox row {seq}: {e}")))?;
-        if waited {
+        if let Some(event_id) = &set_aside {
             tracing::error!(
                 seq,
                 %event_id,
@@ -326,7 +318,7 @@ impl Relay {
                 "outbox relay: an outbox row does not decode: set it aside (column `unreadable`), going on with the rest; to publish it, correct its `event` and set `published_at` and `unreadable` to NULL"
             );
         }
-        Ok(waited)
+        Ok(set_aside.is_some())
     }
 
     async fn mark(&self, seqs: &[i64]) -> Result<u64, PassError> {

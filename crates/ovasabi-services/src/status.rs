@@ -63,6 +63,38 @@ pub struct OutboxStatus {
     pub unreadable: u64,
 }
 
+/// The outbox as `GET /v1/status`, `/metrics` and `/readyz` read it.
+pub(crate) struct OutboxState {
+    /// Rows not yet published.
+    pub(crate) backlog: u64,
+    /// How long the oldest of them has waited at `now`, in seconds (`None` when none waits).
+    pub(crate) oldest_age: Option<f64>,
+    /// Rows set aside because their event does not decode.
+    pub(crate) unreadable: u64,
+}
+
+impl OutboxState {
+    /// Reads it from `store`'s outbox, ages counted at `now`.
+    pub(crate) async fn read(
+        store: &Store,
+        now: DateTime<Utc>,
+    ) -> Result<OutboxState, ovasabi_store::StoreError> {
+        let outbox = store.outbox();
+        let backlog = outbox.pending().await?;
+        let oldest = outbox.oldest_pending().await?;
+        let unreadable = outbox.unreadable().await?;
+        let oldest_age = oldest.map(|created| {
+            let age = (now - created).num_microseconds().unwrap_or(i64::MAX);
+            age.max(0) as f64 / 1e6
+        });
+        Ok(OutboxState {
+            backlog,
+            oldest_age,
+            unreadable,
+        })
+    }
+}
+
 /// Reads the bus's topics and the database's outbox and webhook endpoints.
 pub async fn collect(bus: &dyn Bus, store: &Store) -> Result<Status, String> {
     let at = Utc::now();
@@ -115,16 +147,13 @@ pub async fn collect(bus: &dyn Bus, store: &Store) -> Result<Status, String> {
     let dead_letters = topics.iter().map(|t| t.dead_letters).sum();
 
     let outbox = {
-        let failed = |e: ovasabi_store::StoreError| format!("reading the outbox: {e}");
-        let backlog = store.outbox().pending().await.map_err(failed)?;
-        let oldest = store.outbox().oldest_pending().await.map_err(failed)?;
-        let unreadable = store.outbox().unreadable().await.map_err(failed)?;
+        let state = OutboxState::read(store, at)
+            .await
+            .map_err(|e| format!("reading the outbox: {e}"))?;
         OutboxStatus {
-            backlog,
-            unreadable,
-            oldest_age_seconds: oldest
-                .map(|o| (at - o).num_milliseconds().max(0) as f64 / 1000.0)
-                .unwrap_or(0.0),
+            backlog: state.backlog,
+            unreadable: state.unreadable,
+            oldest_age_seconds: state.oldest_age.unwrap_or(0.0),
         }
     };
     // The webhooks service's tables exist only where it has run.

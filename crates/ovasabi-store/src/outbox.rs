@@ -184,23 +184,15 @@ impl Outbox {
             (None, Some(subject)) => Some(subject.to_owned()),
             _ => None,
         };
-        match (lock, subject) {
-            (Some(lock), Some(subject)) => {
-                let sequence = locked_next_sequence(tx, &lock, topic, &subject).await?;
-                event.to_mut().set_sequence(sequence);
-            }
-            (Some(lock), None) => {
-                tx.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                    params![lock],
-                )
-                .await?;
-            }
-            (None, Some(subject)) => {
-                let sequence = next_sequence(tx, topic, &subject).await?;
-                event.to_mut().set_sequence(sequence);
-            }
-            (None, None) => {}
+        if let Some(subject) = subject {
+            let sequence = next_sequence(tx, lock.as_deref(), topic, &subject).await?;
+            event.to_mut().set_sequence(sequence);
+        } else if let Some(lock) = lock {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                params![lock],
+            )
+            .await?;
         }
         let text = String::from_utf8(json::to_json_vec(&event))
             .map_err(|_| StoreError::InvalidEvent("its JSON form is not UTF-8".into()))?;
@@ -337,17 +329,21 @@ impl Outbox {
 
     /// Sets the unpublished row `seq`, whose event does not decode (`why`), aside: it stops
     /// waiting, is never published or pruned, and keeps `why` in its `unreadable` column
-    /// (see [Unreadable rows](self#unreadable-rows)). Returns whether the row was waiting.
-    pub async fn set_aside(&self, seq: i64, why: &str) -> Result<bool> {
-        let changed = self
+    /// (see [Unreadable rows](self#unreadable-rows)). Returns the row's event id if it was
+    /// waiting, `None` if it was not.
+    pub async fn set_aside(&self, seq: i64, why: &str) -> Result<Option<String>> {
+        match self
             .store
-            .execute(
+            .query_opt(
                 "UPDATE outbox SET published_at = $1, unreadable = $2
-                 WHERE seq = $3 AND published_at IS NULL",
+                 WHERE seq = $3 AND published_at IS NULL RETURNING event_id",
                 params![Utc::now(), why, seq],
             )
-            .await?;
-        Ok(changed == 1)
+            .await?
+        {
+            Some(row) => Ok(Some(row.get("event_id")?)),
+            None => Ok(None),
+        }
     }
 
     /// How many rows were [set aside](Self::set_aside) as unreadable.
@@ -365,37 +361,37 @@ impl Outbox {
 
 /// Draws the next `sequence` of `subject` on `topic`: 1 for its first event. The row stays
 /// locked until `tx` ends (PostgreSQL), so the numbers commit in the order they were drawn,
-/// without holes: a rolled-back transaction gives its number back.
-async fn next_sequence(tx: &mut Transaction, topic: &str, subject: &str) -> Result<u64> {
-    let row = tx
-        .query_one(
-            "INSERT INTO outbox_sequences (topic, subject, last) VALUES ($1, $2, 1)
-             ON CONFLICT (topic, subject) DO UPDATE SET last = outbox_sequences.last + 1
-             RETURNING last",
-            params![topic, subject],
-        )
-        .await?;
-    row.get("last")
-}
-
-/// [`next_sequence`] after taking the advisory lock `lock` (PostgreSQL), in one statement:
-/// the lock's CTE is read before the counter row is written.
-async fn locked_next_sequence(
+/// without holes: a rolled-back transaction gives its number back. With `lock`
+/// (PostgreSQL), the same statement first takes that advisory lock: its CTE is read before
+/// the counter row is written.
+async fn next_sequence(
     tx: &mut Transaction,
-    lock: &str,
+    lock: Option<&str>,
     topic: &str,
     subject: &str,
 ) -> Result<u64> {
-    let row = tx
-        .query_one(
-            "WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended($1, 0)))
-             INSERT INTO outbox_sequences (topic, subject, last)
-             SELECT $2, $3, 1 FROM locked
-             ON CONFLICT (topic, subject) DO UPDATE SET last = outbox_sequences.last + 1
-             RETURNING last",
-            params![lock, topic, subject],
-        )
-        .await?;
+    let row = match lock {
+        None => {
+            tx.query_one(
+                "INSERT INTO outbox_sequences (topic, subject, last) VALUES ($1, $2, 1)
+                 ON CONFLICT (topic, subject) DO UPDATE SET last = outbox_sequences.last + 1
+                 RETURNING last",
+                params![topic, subject],
+            )
+            .await?
+        }
+        Some(lock) => {
+            tx.query_one(
+                "WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended($3, 0)))
+                 INSERT INTO outbox_sequences (topic, subject, last)
+                 SELECT $1, $2, 1 FROM locked
+                 ON CONFLICT (topic, subject) DO UPDATE SET last = outbox_sequences.last + 1
+                 RETURNING last",
+                params![topic, subject, lock],
+            )
+            .await?
+        }
+    };
     row.get("last")
 }
 

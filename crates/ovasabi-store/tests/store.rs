@@ -440,9 +440,16 @@ async fn an_unreadable_row_is_named_and_set_aside(db: &TestDb) {
     assert_eq!(outbox.pending().await.unwrap(), 3);
     assert_eq!(outbox.unreadable().await.unwrap(), 0);
 
-    assert!(outbox.set_aside(broken, "not JSON").await.unwrap());
+    assert_eq!(
+        outbox
+            .set_aside(broken, "not JSON")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("broken-1")
+    );
     assert!(
-        !outbox.set_aside(broken, "again").await.unwrap(),
+        outbox.set_aside(broken, "again").await.unwrap().is_none(),
         "a row set aside is no longer waiting"
     );
     let rest = outbox.fetch_ready(10).await.unwrap();

@@ -24,7 +24,7 @@ use chrono::SecondsFormat;
 use ovasabi_core::dead_letter;
 use ovasabi_services::dlq::{
     self, DeadLetterId, DlqError, ListFilter, RedriveItem, RedriveOptions, RedriveStatus,
-    Selection, DEAD_LETTER_PREFIX, MIGRATIONS,
+    Selection, MIGRATIONS,
 };
 use ovasabi_store::Store;
 
@@ -269,7 +269,7 @@ async fn show(global: &Global, args: DlqShowArgs) -> Result<(), Failure> {
         outln!("  dataschema:       {schema}");
     }
     for (name, value) in &e.extensions {
-        if !name.starts_with(DEAD_LETTER_PREFIX) {
+        if !name.starts_with(dead_letter::PREFIX) {
             outln!(
                 "  {:<17} {}",
                 format!("{name}:"),
